@@ -1,0 +1,89 @@
+"""One simulated run from a picklable spec: the unit that simulate, compare and capacity execute."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+from llmsched.errors import UserError
+from llmsched.metrics import summarize
+from llmsched.perf import analytic_model, get_gpu, get_model, kv_blocks
+from llmsched.perf.base import PerfModel
+from llmsched.policies import make_policy, policy_defaults
+from llmsched.sim.engine import EngineConfig, RunResult, SimEngine
+from llmsched.workload import WorkloadConfig, build_requests, parse_tiers
+from llmsched.workload.trace import TraceRow
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    policy: str = "sarathi"
+    policy_options: tuple[tuple[str, object], ...] = ()
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    model: str = "mistral-7b"
+    gpu: str = "rtx6000ada"
+    perf_model: str | None = None  # a profile CSV or fitted-model JSON; None: the catalog's model
+    token_budget: int | None = None  # None: the policy's default
+    max_num_seqs: int | None = None
+    num_blocks: int | None = None  # None: from GPU memory, utilisation and the model
+    block_size: int = 16
+    time_limit: float | None = None
+    ttft_slo: float | None = None
+
+    def at_qps(self, qps: float) -> RunSpec:
+        return replace(self, workload=replace(self.workload, qps=qps))
+
+
+def validate(spec: RunSpec) -> None:
+    """Everything a user can get wrong, checked before any run starts."""
+    get_model(spec.model)
+    get_gpu(spec.gpu)
+    make_policy(spec.policy, **dict(spec.policy_options))
+    if spec.perf_model:
+        perf_model(spec)
+    parse_tiers(spec.workload.tiers)
+    for name in ("token_budget", "max_num_seqs", "num_blocks", "block_size"):
+        value = getattr(spec, name)
+        if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} is {value}, expected a positive integer")
+    if spec.time_limit is not None and spec.time_limit <= 0:
+        raise UserError(f"--time-limit is {spec.time_limit}, expected positive seconds")
+    if spec.workload.arrival != "trace" and not spec.workload.qps > 0:
+        raise UserError(f"--qps is {spec.workload.qps}, expected a positive number of requests per second")
+
+
+def perf_model(spec: RunSpec) -> PerfModel:
+    if spec.perf_model:
+        return _loaded_perf_model(spec.perf_model, spec.model)
+    return analytic_model(get_model(spec.model), get_gpu(spec.gpu))
+
+
+@lru_cache(maxsize=8)
+def _loaded_perf_model(path: str, model: str) -> PerfModel:
+    from llmsched.perf.fitted import load_perf_model
+
+    return load_perf_model(path, model)
+
+
+def engine_config(spec: RunSpec) -> EngineConfig:
+    model, gpu = get_model(spec.model), get_gpu(spec.gpu)
+    defaults = policy_defaults(spec.policy)
+    return EngineConfig(
+        num_blocks=spec.num_blocks or kv_blocks(model, gpu, block_size=spec.block_size),
+        token_budget=spec.token_budget or defaults["token_budget"],
+        max_num_seqs=spec.max_num_seqs or defaults["max_num_seqs"],
+        block_size=spec.block_size,
+        max_model_len=model.max_len,
+        time_limit=spec.time_limit,
+    )
+
+
+def run(spec: RunSpec, rows: list[TraceRow] | None = None) -> tuple[RunResult, dict]:
+    validate(spec)
+    model = get_model(spec.model)
+    requests, tiers = build_requests(spec.workload, model.max_len, rows)
+    engine = SimEngine(engine_config(spec), make_policy(spec.policy, **dict(spec.policy_options)), perf_model(spec))
+    result = engine.run(requests)
+    summary = summarize(result, tiers, spec.ttft_slo)
+    summary = {"policy": spec.policy, "qps": spec.workload.qps, **summary}
+    return result, summary

@@ -1,0 +1,177 @@
+"""Metrics with `vllm bench serve` names: ttft, tpot, itl, e2el (ms), throughputs, goodput; overall and
+per SLO tier; plus request outcome counts. Percentiles are numpy's (linear), over completed requests.
+
+Goodput counts completed requests that met their SLO: TTFT within the tier's `ttft` (or the run's
+`ttft_slo`, if either is given) and every gap between tokens within the tier's TBT.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from llmsched.sim.engine import RunResult
+from llmsched.workload.request import FINISHED, REJECTED, UNFINISHED, Request
+from llmsched.workload.tiers import SLOTier
+
+PERCENTILES = (50, 90, 99)
+
+
+def _stats(name: str, values_s: np.ndarray) -> dict[str, float | None]:
+    if values_s.size == 0:
+        out: dict[str, float | None] = {f"mean_{name}_ms": None, f"median_{name}_ms": None}
+        out.update({f"p{p}_{name}_ms": None for p in PERCENTILES if p != 50})
+        return out
+    ms = values_s * 1e3
+    out = {f"mean_{name}_ms": float(ms.mean()), f"median_{name}_ms": float(np.median(ms))}
+    out.update({f"p{p}_{name}_ms": float(np.percentile(ms, p)) for p in PERCENTILES if p != 50})
+    return out
+
+
+def _group(reqs: list[Request], duration: float, ttft_slo: float | None, tiers: dict[str, SLOTier]) -> dict:
+    done = [r for r in reqs if r.state == FINISHED]
+    ttft = np.array([r.token_times[0] - r.arrival for r in done])
+    e2el = np.array([r.token_times[-1] - r.arrival for r in done])
+    multi = [r for r in done if len(r.token_times) > 1]
+    tpot = np.array([(r.token_times[-1] - r.token_times[0]) / (len(r.token_times) - 1) for r in multi])
+    gaps = [np.diff(r.token_times) for r in multi]
+    itl = np.concatenate(gaps) if gaps else np.array([])
+    max_gap = {r.id: float(g.max()) for r, g in zip(multi, gaps, strict=True)}
+    good = 0
+    for r in done:
+        tier = tiers.get(r.tier)
+        ttft_limit = tier.ttft if tier and tier.ttft is not None else ttft_slo
+        ok_ttft = ttft_limit is None or r.token_times[0] - r.arrival <= ttft_limit + 1e-12
+        if ok_ttft and max_gap.get(r.id, 0.0) <= r.tbt + 1e-12:
+            good += 1
+    out_tokens = sum(r.decode_len for r in done)
+    in_tokens = sum(r.prompt_len for r in done)
+    dur = duration if duration > 0 else float("nan")
+    summary: dict = {
+        "num_requests": len(reqs),
+        "completed": len(done),
+        "unfinished": sum(r.state == UNFINISHED for r in reqs),
+        "rejected": sum(r.state == REJECTED for r in reqs),
+        "preemptions": sum(r.preemptions for r in reqs),
+        "total_input_tokens": in_tokens,
+        "total_output_tokens": out_tokens,
+        "request_throughput": len(done) / dur,
+        "output_throughput": out_tokens / dur,
+        "total_token_throughput": (in_tokens + out_tokens) / dur,
+        "request_goodput": good / dur,
+        "slo_attainment": good / len(done) if done else None,
+    }
+    for name, values in (("ttft", ttft), ("tpot", tpot), ("itl", itl), ("e2el", e2el)):
+        summary.update(_stats(name, values))
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in summary.items()}
+
+
+def summarize(result: RunResult, tiers: list[SLOTier], ttft_slo: float | None = None) -> dict:
+    reqs = result.requests
+    first = min((r.arrival for r in reqs), default=0.0)
+    last = max((r.token_times[-1] for r in reqs if r.state == FINISHED), default=first)
+    duration = last - first
+    by_tier = {t.name: t for t in tiers}
+    summary = {"duration_s": duration, **_group(reqs, duration, ttft_slo, by_tier)}
+    b = result.batches
+    summary["num_batches"] = len(b)
+    summary["mean_batch_ms"] = float(np.mean(b.duration) * 1e3) if len(b) else None
+    summary["mean_batch_tokens"] = float(np.mean(np.add(b.prefill_tokens, b.decodes))) if len(b) else None
+    summary["peak_kv_blocks_used"] = max(b.kv_blocks_used, default=0)
+    summary["kv_blocks"] = result.num_blocks
+    reasons: dict[str, int] = {}
+    for r in reqs:
+        if r.reason:
+            reasons[r.reason] = reasons.get(r.reason, 0) + 1
+    summary["not_completed_reasons"] = dict(sorted(reasons.items()))
+    if len(tiers) > 1:
+        summary["tiers"] = {
+            t.name: {
+                "tbt_slo_ms": t.tbt * 1e3,
+                **_group([r for r in reqs if r.tier == t.name], duration, ttft_slo, by_tier),
+            }
+            for t in tiers
+        }
+    return summary
+
+
+REQUEST_COLUMNS = (
+    "id",
+    "arrival_s",
+    "tier",
+    "prompt_tokens",
+    "decode_tokens",
+    "outcome",
+    "reason",
+    "ttft_ms",
+    "e2el_ms",
+    "max_itl_ms",
+    "preemptions",
+    "generated_tokens",
+)
+BATCH_COLUMNS = (
+    "start_s",
+    "duration_ms",
+    "prefill_tokens",
+    "prefills",
+    "decodes",
+    "kv_blocks_used",
+    "waiting",
+    "running",
+    "preempted",
+)
+
+
+def write_outputs(out: Path, result: RunResult, summary: dict) -> None:
+    """requests.csv, batches.csv, summary.json, written to temporary names then renamed."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for r in result.requests:
+        t = r.token_times
+        gaps = np.diff(t) if len(t) > 1 else None
+        rows.append(
+            (
+                r.id,
+                f"{r.arrival:.6f}",
+                r.tier,
+                r.prompt_len,
+                r.decode_len,
+                r.state,
+                r.reason,
+                f"{(t[0] - r.arrival) * 1e3:.3f}" if t and r.state == FINISHED else "",
+                f"{(t[-1] - r.arrival) * 1e3:.3f}" if t and r.state == FINISHED else "",
+                f"{gaps.max() * 1e3:.3f}" if gaps is not None else "",
+                r.preemptions,
+                r.generated,
+            )
+        )
+    b = result.batches
+    batch_rows = zip(
+        (f"{s:.6f}" for s in b.start),
+        (f"{d * 1e3:.4f}" for d in b.duration),
+        b.prefill_tokens,
+        b.prefills,
+        b.decodes,
+        b.kv_blocks_used,
+        b.waiting,
+        b.running,
+        b.preempted,
+        strict=True,
+    )
+    _atomic_csv(out / "requests.csv", REQUEST_COLUMNS, rows)
+    _atomic_csv(out / "batches.csv", BATCH_COLUMNS, batch_rows)
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    tmp.replace(out / "summary.json")
+
+
+def _atomic_csv(path: Path, header: tuple, rows) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    tmp.replace(path)

@@ -1,0 +1,174 @@
+"""The policy seam: an engine builds an `EngineView`, a policy returns a `Plan`.
+
+A policy never mutates the view or the requests, never imports an engine, and reads time only from
+`view.clock`. The simulated engine and the vLLM adapter are the two engines that build views.
+
+Requests are read through these attributes (the simulator's `Request`; the vLLM adapter's wrapper):
+`id, arrival, prompt_len, tier, tbt, priority, num_prompt, prefilled, generated, computed, blocks`
+and the properties `remaining_prefill`, `is_decoding`, `finished`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Req = Any  # a request as described above (kept structural so both engines' objects fit)
+OrderKey = Callable[[Req], tuple]
+
+
+class EngineView(Protocol):
+    clock: float  # seconds; the start of the batch being planned
+    waiting: Sequence[Req]  # arrived, holding no KV; queue order (preempted requests at the front)
+    running: Sequence[Req]  # holding KV, in admission order
+    free_blocks: int
+    total_blocks: int
+    block_size: int
+    watermark_blocks: int
+    token_budget: int
+    max_num_seqs: int
+    max_model_len: int
+
+    def waiting_by(self, key: OrderKey) -> Sequence[Req]:
+        """`waiting` ordered by a key that depends only on fixed request attributes (never on time)."""
+        ...
+
+
+@dataclass
+class Plan:
+    prefills: list[tuple[Req, int]] = field(default_factory=list)  # (request, chunk tokens); may admit
+    decodes: list[Req] = field(default_factory=list)  # one token each
+    preempt: list[Req] = field(default_factory=list)  # by recompute, in this order, before the batch
+    reject: list[tuple[Req, str]] = field(default_factory=list)  # can never be served, with the reason
+
+    @property
+    def tokens(self) -> int:
+        return sum(n for _, n in self.prefills) + len(self.decodes)
+
+    def __bool__(self) -> bool:
+        return bool(self.prefills or self.decodes or self.preempt or self.reject)
+
+
+class Policy:
+    """Base class. Subclasses implement `schedule`; `reserve_max_len` makes the engine reserve
+    `max_model_len` tokens of KV per admitted request (Orca, FasterTransformer) instead of the prompt."""
+
+    name = "policy"
+    reserve_max_len = False
+
+    def schedule(self, view: EngineView) -> Plan:
+        raise NotImplementedError
+
+    def on_batch_done(self, view: EngineView, plan: Plan, start: float, end: float) -> None:
+        """Called by the engine after each batch, with the view after the batch."""
+
+
+def blocks_for(tokens: int, block_size: int) -> int:
+    return -(-tokens // block_size)
+
+
+class BatchBuilder:
+    """Budget accounting shared by all policies: tokens, sequences and free KV blocks while a plan is built.
+
+    Checks mirror the reference engines: a new request needs its whole prompt's blocks (or max_model_len
+    for reserving policies) plus the watermark; a decode needs one block when its last block is full.
+    """
+
+    def __init__(self, view: EngineView, budget: int | None = None, reserve_max_len: bool = False) -> None:
+        self.view = view
+        self.budget = view.token_budget if budget is None else budget
+        self.tokens = 0
+        self.free = view.free_blocks
+        self.seqs = len(view.running)
+        self.reserve_max_len = reserve_max_len
+        self.plan = Plan()
+        self.preempted: set[int] = set()
+
+    @property
+    def room(self) -> int:
+        return self.budget - self.tokens
+
+    def decode_blocks(self, r: Req) -> int:
+        return 1 if r.computed + 1 > r.blocks * self.view.block_size else 0
+
+    def add_decode(self, r: Req) -> bool:
+        need = self.decode_blocks(r)
+        if self.room < 1 or need > self.free:
+            return False
+        self.free -= need
+        self.tokens += 1
+        self.plan.decodes.append(r)
+        return True
+
+    def add_chunk(self, r: Req, limit: int | None = None) -> int:
+        """Next chunk of a request that already holds its blocks; returns the tokens taken (0: none)."""
+        n = min(r.remaining_prefill, self.room, limit if limit is not None else self.room)
+        if n > 0:
+            self.tokens += n
+            self.plan.prefills.append((r, n))
+        return n
+
+    def admission_blocks(self, r: Req) -> int:
+        tokens = self.view.max_model_len if self.reserve_max_len else r.num_prompt
+        return blocks_for(tokens, self.view.block_size)
+
+    def can_admit(self, r: Req) -> bool:
+        return self.seqs < self.view.max_num_seqs and self.free - self.admission_blocks(r) >= self.view.watermark_blocks
+
+    def never_fits(self, r: Req) -> str:
+        """A reason if this request can never be admitted on this engine, else ''."""
+        if r.num_prompt > self.view.max_model_len:
+            return f"prompt of {r.num_prompt} tokens exceeds max_model_len {self.view.max_model_len}"
+        if self.admission_blocks(r) > self.view.total_blocks - self.view.watermark_blocks:
+            return f"needs {self.admission_blocks(r)} KV blocks, the pool has {self.view.total_blocks}"
+        return ""
+
+    def admit(self, r: Req, limit: int | None = None) -> int:
+        """Admit a waiting request and schedule its first chunk; 0 if it does not fit now."""
+        if self.room < 1 or not self.can_admit(r):
+            return 0
+        self.free -= self.admission_blocks(r)
+        self.seqs += 1
+        return self.add_chunk(r, limit)
+
+    def admit_waiting(self, queue: Sequence[Req], whole: bool = False, limit: int | None = None) -> None:
+        """Admit from the head of `queue` until one does not fit (head-of-line blocking, as the reference
+        engines). Requests that can never fit are rejected rather than left to block the queue.
+        whole: admit only prompts that fit the remaining budget entirely (no chunking)."""
+        for r in queue:
+            if r.id in self.preempted:
+                continue
+            reason = self.never_fits(r)
+            if reason:
+                self.plan.reject.append((r, reason))
+                continue
+            if whole and r.remaining_prefill > self.room:
+                break
+            if not self.admit(r, limit):
+                break
+
+    def preempt(self, r: Req) -> None:
+        self.free += r.blocks
+        self.seqs -= 1
+        self.preempted.add(r.id)
+        self.plan.preempt.append(r)
+
+
+def add_decodes_preempting(b: BatchBuilder, running: Sequence[Req]) -> None:
+    """Give every running decode its token, in the given (FCFS) order. When KV runs out, preempt the
+    newest running request (the end of the list) by recompute, as vLLM v0 and Sarathi-Serve do; if none
+    is left but the decode itself, preempt it."""
+    queue = list(running)
+    while queue:
+        r = queue.pop(0)
+        if not r.is_decoding:
+            continue
+        while not b.add_decode(r):
+            if b.room < 1:
+                return
+            if queue:
+                b.preempt(queue.pop())
+            else:
+                b.preempt(r)
+                break

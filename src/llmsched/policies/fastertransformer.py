@@ -1,0 +1,19 @@
+"""FasterTransformer: request-level static batching. A batch of whole prompts is admitted only when no
+request is running; then decode-only iterations until every request of the batch has finished. Each
+request reserves max_model_len tokens of KV."""
+
+from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, add_decodes_preempting
+
+
+class FasterTransformer(Policy):
+    name = "fastertransformer"
+    reserve_max_len = True
+    defaults = {"token_budget": 1 << 30, "max_num_seqs": 8}
+
+    def schedule(self, view: EngineView) -> Plan:
+        b = BatchBuilder(view, reserve_max_len=True)
+        if view.running:
+            add_decodes_preempting(b, view.running)
+        else:
+            b.admit_waiting(view.waiting, whole=True)
+        return b.plan

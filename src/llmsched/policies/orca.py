@@ -1,0 +1,17 @@
+"""Orca: iteration-level batching without a token budget. Every iteration runs all running decodes plus
+newly admitted whole prompts (FCFS), capped by max_num_seqs; each request reserves max_model_len tokens
+of KV, so there is no preemption."""
+
+from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, add_decodes_preempting
+
+
+class Orca(Policy):
+    name = "orca"
+    reserve_max_len = True
+    defaults = {"token_budget": 1 << 30, "max_num_seqs": 8}
+
+    def schedule(self, view: EngineView) -> Plan:
+        b = BatchBuilder(view, reserve_max_len=True)
+        add_decodes_preempting(b, view.running)
+        b.admit_waiting(view.waiting, whole=True)
+        return b.plan

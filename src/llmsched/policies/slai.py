@@ -1,0 +1,135 @@
+"""SLAI (SLO-Aware LLM Inference), as the paper's released code implements it (reference section 3).
+
+Each decode has a last schedulable time, LST = end of its last batch + its TBT - offset x mean batch
+duration. A batch takes, in order, up to the token budget:
+  1. critical decodes (LST <= now), earliest LST first, at most `limit_total_decodes`;
+  2. paused prefills (started, not finished), FIFO;
+  3. new prefills, FCFS or shortest-prompt-first (optionally paying tier first, optionally aged);
+  4. the other decodes by LST, while critical + these stay under `limit_total_decodes`.
+When a decode needs a KV block and none is free, the most recently paused prefill is preempted; if there
+is none, the decode itself is. The offset is fixed, or `below` / `above` the memory limit of KV use.
+The mean batch duration is the cumulative mean of every batch's start-to-end time seen so far (the
+simulator's batch time includes the engine's per-batch overhead, `EngineConfig.cpu_overhead_s`).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+from llmsched.policies import order as orders
+from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, Req
+
+
+@dataclass(frozen=True)
+class SLAIConfig:
+    fcfs: bool = False
+    user_priority: bool = True  # paying tier first among waiting prefills
+    fixed_offset: bool = False
+    below_memory_limit_offset: float = 5.0  # delta, in mean batch durations (the fixed delta if fixed)
+    above_memory_limit_offset: float = 10.0
+    memory_limit: float = 0.96  # fraction of KV blocks in use that switches to the larger offset
+    limit_total_decodes: int = 128  # beta
+    aging: float = 0.0  # tokens of prompt forgiven per second waited (0: plain SPF); anti-starvation
+
+
+PRESETS: dict[str, SLAIConfig] = {
+    "slai-fcfs-fixed": SLAIConfig(fcfs=True, user_priority=False, fixed_offset=True, below_memory_limit_offset=10),
+    "slai-spf-fixed": SLAIConfig(user_priority=False, fixed_offset=True, below_memory_limit_offset=10),
+    "slai-spf-dynamic": SLAIConfig(user_priority=False),
+    "slai": SLAIConfig(),
+    "slai-aged": SLAIConfig(aging=1000.0),
+}
+
+
+class SLAI(Policy):
+    name = "slai"
+    defaults = {"token_budget": 512, "max_num_seqs": 128}
+
+    def __init__(self, preset: str = "slai", **knobs: object) -> None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown SLAI preset {preset!r}")
+        base = PRESETS[preset]
+        self.cfg = SLAIConfig(**{**base.__dict__, **knobs})  # type: ignore[arg-type]
+        self.name = preset
+        self.decode_queue: list[tuple[float, float, int, Req]] = []  # (LST, arrival, id, request)
+        self.lst: dict[int, float] = {}  # valid heap entries: request id -> its current LST
+        self.paused: list[Req] = []
+        self.mean_batch = 0.0
+        self.batches = 0
+        self.offset = self.cfg.below_memory_limit_offset if self.cfg.fixed_offset else 0.0
+        if self.cfg.fcfs:
+            self.order = None
+        elif self.cfg.aging > 0:
+            self.order = orders.aged(1.0, self.cfg.aging, self.cfg.user_priority)
+        else:
+            self.order = orders.tier_spf if self.cfg.user_priority else orders.spf
+
+    def schedule(self, view: EngineView) -> Plan:
+        b = BatchBuilder(view)
+        now, beta = view.clock, self.cfg.limit_total_decodes
+        critical = 0
+        while self.decode_queue and b.room > 0 and critical < beta and self.decode_queue[0][0] <= now:
+            r = self._pop()
+            if r is not None:
+                critical += 1
+                if not self._add_decode(b, r):
+                    critical -= 1
+        for r in list(self.paused):
+            if b.room <= 0:
+                break
+            if r.id not in b.preempted:
+                b.add_chunk(r)
+        b.admit_waiting(view.waiting if self.order is None else view.waiting_by(self.order))
+        relaxed = 0
+        while self.decode_queue and b.room > 0 and critical + relaxed < beta:
+            lst = self.decode_queue[0][0]
+            r = self._pop()
+            if r is not None and self._add_decode(b, r) and now < lst:
+                relaxed += 1
+        return b.plan
+
+    def _pop(self) -> Req | None:
+        lst, _, rid, r = heapq.heappop(self.decode_queue)
+        return r if self.lst.get(rid) == lst else None  # stale entries were superseded or removed
+
+    def _add_decode(self, b: BatchBuilder, r: Req) -> bool:
+        """Slot for one decode; out of KV, preempt the last paused prefill, else the decode itself."""
+        while b.decode_blocks(r) > b.free:
+            victim = next((p for p in reversed(self.paused) if p.id not in b.preempted), None)
+            if victim is None:
+                b.preempt(r)
+                return False
+            b.preempt(victim)
+        return b.add_decode(r)
+
+    def on_batch_done(self, view: EngineView, plan: Plan, start: float, end: float) -> None:
+        self.batches += 1
+        self.mean_batch += (end - start - self.mean_batch) / self.batches
+        for r in plan.preempt:
+            self.lst.pop(r.id, None)
+            if r in self.paused:
+                self.paused.remove(r)
+        if not self.cfg.fixed_offset:
+            used = 1 - view.free_blocks / view.total_blocks
+            c = self.cfg
+            self.offset = c.above_memory_limit_offset if used >= c.memory_limit else c.below_memory_limit_offset
+        for r, _ in plan.prefills:
+            if r in self.paused:
+                self.paused.remove(r)
+            if r.finished:
+                continue
+            if r.is_decoding:
+                self._requeue(r, end)
+            else:
+                self.paused.append(r)
+        for r in plan.decodes:
+            if r.finished or r.id in (p.id for p in plan.preempt):
+                self.lst.pop(r.id, None)
+            else:
+                self._requeue(r, end)
+
+    def _requeue(self, r: Req, end: float) -> None:
+        lst = end + r.tbt - self.offset * self.mean_batch
+        self.lst[r.id] = lst
+        heapq.heappush(self.decode_queue, (lst, r.arrival, r.id, r))

@@ -1,0 +1,18 @@
+"""vLLM v0: prefill-prioritising, whole prompts. If any arrived request can be admitted, the batch is
+prefill-only (whole prompts, FCFS, up to max_num_batched_tokens); otherwise all running requests decode,
+preempting the newest by recompute when KV runs out."""
+
+from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, add_decodes_preempting
+
+
+class VLLMv0(Policy):
+    name = "vllm"
+    defaults = {"token_budget": 8192, "max_num_seqs": 128}
+
+    def schedule(self, view: EngineView) -> Plan:
+        b = BatchBuilder(view)
+        b.admit_waiting(view.waiting, whole=True)
+        if b.plan.prefills:
+            return b.plan
+        add_decodes_preempting(b, view.running)
+        return b.plan

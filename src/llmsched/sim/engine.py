@@ -1,0 +1,212 @@
+"""The simulated engine: iteration-level batching on a simulated clock.
+
+Each iteration: arrivals up to the clock join the waiting queue; the policy plans a batch from this
+engine (which is the policy's `EngineView`); the engine applies preemptions and rejections, admits new
+requests (allocating the whole prompt's KV blocks, or max_model_len for reserving policies), and runs
+the batch for the perf model's time. A request's first token is stamped at the end of the batch holding
+its last prefill chunk (TTFT), each decode token at the end of its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from llmsched.perf.base import BatchShape, PerfModel
+from llmsched.policies.base import OrderKey, Plan, Policy, blocks_for
+from llmsched.sim.waitqueue import WaitQueue
+from llmsched.workload.request import FINISHED, REJECTED, RUNNING, UNFINISHED, WAITING, Request
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    num_blocks: int
+    token_budget: int = 512
+    max_num_seqs: int = 128
+    block_size: int = 16
+    watermark: float = 0.01  # fraction of the pool a new admission must leave free
+    max_model_len: int = 8192
+    time_limit: float | None = None  # stop at this simulated time (seconds); the rest is unfinished
+
+
+@dataclass
+class BatchLog:
+    start: list[float] = field(default_factory=list)
+    duration: list[float] = field(default_factory=list)
+    prefill_tokens: list[int] = field(default_factory=list)
+    prefills: list[int] = field(default_factory=list)
+    decodes: list[int] = field(default_factory=list)
+    kv_blocks_used: list[int] = field(default_factory=list)
+    waiting: list[int] = field(default_factory=list)
+    running: list[int] = field(default_factory=list)
+    preempted: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+
+@dataclass
+class RunResult:
+    requests: list[Request]
+    batches: BatchLog
+    num_blocks: int
+    end_time: float
+
+
+class SimEngine:
+    """One replica. Also the `EngineView` its policy reads (attributes below are the view)."""
+
+    def __init__(self, cfg: EngineConfig, policy: Policy, perf: PerfModel) -> None:
+        self.cfg, self.policy, self.perf = cfg, policy, perf
+        self.clock = 0.0
+        self.queue = WaitQueue()
+        self.running: list[Request] = []
+        self.total_blocks = cfg.num_blocks
+        self.free_blocks = cfg.num_blocks
+        self.block_size = cfg.block_size
+        self.watermark_blocks = int(cfg.watermark * cfg.num_blocks)
+        self.token_budget = cfg.token_budget
+        self.max_num_seqs = cfg.max_num_seqs
+        self.max_model_len = cfg.max_model_len
+        self.log = BatchLog()
+        self._reserve = blocks_for(cfg.max_model_len, cfg.block_size) if policy.reserve_max_len else 0
+
+    # --- the view -------------------------------------------------------------------------------------
+    @property
+    def waiting(self) -> Sequence[Request]:
+        return self.queue.fcfs
+
+    def waiting_by(self, key: OrderKey) -> Sequence[Request]:
+        return self.queue.by(key)
+
+    # --- the loop -------------------------------------------------------------------------------------
+    def run(self, requests: list[Request]) -> RunResult:
+        pending = sorted(requests, key=lambda r: (r.arrival, r.id))
+        n, i = len(pending), 0
+        limit = self.cfg.time_limit
+        clock = pending[0].arrival if pending else 0.0
+        while True:
+            while i < n and pending[i].arrival <= clock:
+                self.queue.append(pending[i])
+                i += 1
+            if limit is not None and clock >= limit:
+                break
+            if not self.queue.fcfs and not self.running:
+                if i >= n:
+                    break
+                clock = pending[i].arrival
+                continue
+            self.clock = clock
+            plan = self.policy.schedule(self)
+            self._reject(plan)
+            self._preempt(plan)
+            if not plan.prefills and not plan.decodes:
+                if plan.reject or plan.preempt:
+                    continue
+                if i < n:  # nothing can run until the next arrival
+                    clock = max(clock, pending[i].arrival)
+                    continue
+                break  # the policy cannot make progress: what is left is reported unfinished
+            clock = self._run_batch(plan, clock)
+        self._close(pending, clock)
+        return RunResult(pending, self.log, self.total_blocks, clock)
+
+    def _run_batch(self, plan: Plan, start: float) -> float:
+        chunks, decode_ctx, prefill_tokens = [], 0, 0
+        for r, k in plan.prefills:
+            if r.state == WAITING:
+                self._admit(r)
+            chunks.append((k, r.computed))
+            prefill_tokens += k
+        for r in plan.decodes:
+            decode_ctx += r.computed
+        shape = BatchShape(
+            prefill_tokens=prefill_tokens,
+            prefill_pairs=sum(k * (ctx + (k + 1) / 2) for k, ctx in chunks),
+            prefill_context=sum(ctx for _, ctx in chunks),
+            num_prefills=len(chunks),
+            decodes=len(plan.decodes),
+            decode_context=decode_ctx,
+        )
+        end = start + self.perf.batch_time(shape)
+        finished = False
+        for r, k in plan.prefills:
+            r.prefilled += k
+            r.computed += k
+            if r.prefilled > r.num_prompt or r.blocks * self.block_size < r.computed:
+                raise RuntimeError(f"{self.policy.name}: request {r.id} prefilled past its prompt or KV")
+            if r.prefilled == r.num_prompt:
+                finished |= self._emit(r, end)
+        bs = self.block_size
+        for r in plan.decodes:
+            if r.computed + 1 > r.blocks * bs:
+                if self.free_blocks < 1:
+                    raise RuntimeError(f"{self.policy.name}: decode of request {r.id} without a free KV block")
+                self.free_blocks -= 1
+                r.blocks += 1
+            r.computed += 1
+            finished |= self._emit(r, end)
+        if finished:
+            self.running = [r for r in self.running if r.state == RUNNING]
+        log = self.log
+        log.start.append(start)
+        log.duration.append(end - start)
+        log.prefill_tokens.append(prefill_tokens)
+        log.prefills.append(len(chunks))
+        log.decodes.append(len(plan.decodes))
+        log.kv_blocks_used.append(self.total_blocks - self.free_blocks)
+        log.waiting.append(len(self.queue))
+        log.running.append(len(self.running))
+        log.preempted.append(len(plan.preempt))
+        self.clock = end
+        self.policy.on_batch_done(self, plan, start, end)
+        return end
+
+    def _emit(self, r: Request, t: float) -> bool:
+        r.generated += 1
+        r.token_times.append(t)
+        if r.generated < r.decode_len:
+            return False
+        r.state = FINISHED
+        self.free_blocks += r.blocks
+        r.blocks = 0
+        return True
+
+    def _admit(self, r: Request) -> None:
+        need = self._reserve or blocks_for(r.num_prompt, self.block_size)
+        if len(self.running) >= self.max_num_seqs or need > self.free_blocks:
+            raise RuntimeError(f"{self.policy.name}: admitted request {r.id} beyond max_num_seqs or KV")
+        self.queue.remove(r)
+        self.free_blocks -= need
+        r.blocks = need
+        r.state = RUNNING
+        self.running.append(r)
+
+    def _preempt(self, plan: Plan) -> None:
+        for r in plan.preempt:
+            if r.state != RUNNING:
+                raise RuntimeError(f"{self.policy.name}: preempted request {r.id} that is not running")
+            self.running.remove(r)
+            self.free_blocks += r.blocks
+            r.blocks = r.prefilled = r.computed = 0
+            r.num_prompt = r.prompt_len + r.generated
+            r.preemptions += 1
+            r.state = WAITING
+            self.queue.push_front(r)
+
+    def _reject(self, plan: Plan) -> None:
+        for r, reason in plan.reject:
+            self.queue.remove(r)
+            r.state, r.reason = REJECTED, reason
+
+    def _close(self, pending: list[Request], clock: float) -> None:
+        for r in pending:
+            if r.state in (WAITING, RUNNING):
+                r.reason = (
+                    "not arrived before the time limit"
+                    if r.arrival > clock
+                    else "time limit reached"
+                    if self.cfg.time_limit is not None and clock >= self.cfg.time_limit
+                    else "the policy could not schedule it"
+                )
+                r.state = UNFINISHED
