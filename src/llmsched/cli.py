@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,19 @@ def workload_options(f: Callable) -> Callable:
             help="Stop each run at this simulated time (s), as the paper's 2100 s runs.",
         ),
         click.option("--ttft-slo", type=float, default=None, help="TTFT SLO (s) for goodput."),
+        click.option(
+            "--replicas",
+            type=str,
+            default=None,
+            help='Replicas: a count of --gpu ("4") or GPUs with counts ("rtx6000ada:2,a100-80gb:2").',
+        ),
+        click.option(
+            "--router",
+            type=str,
+            default="round-robin",
+            show_default=True,
+            help="With --replicas: round-robin, random, jsq, least-work, power-of-two, resource-aware.",
+        ),
         click.option("--seed", type=int, default=42, show_default=True),
     ]
     for opt in reversed(opts):
@@ -112,6 +126,8 @@ def spec_from(policy: str, qps: float, o: dict[str, Any], **policy_options: Any)
         num_blocks=o["num_blocks"],
         time_limit=o["time_limit"],
         ttft_slo=o["ttft_slo"],
+        replicas=o["replicas"],
+        router=o["router"],
     )
 
 
@@ -242,6 +258,12 @@ def perf(
         )
     else:
         click.echo(f"{ms:.3f} ms  ({m.name}; chunk {prefill_tokens} at context {pc}, {decodes} decodes at {dc})")
+
+
+# Each module in llmsched.commands defines a click command named `command`.
+COMMAND_MODULES: tuple[str, ...] = ("capacity", "compare", "reproduce", "profile", "theory")
+for _name in COMMAND_MODULES:
+    cli.add_command(import_module(f"llmsched.commands.{_name}").command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,8 @@ from llmsched.metrics import summarize
 from llmsched.perf import analytic_model, get_gpu, get_model, kv_blocks
 from llmsched.perf.base import PerfModel
 from llmsched.policies import make_policy, policy_defaults
+from llmsched.routing import check_router, make_router
+from llmsched.sim.cluster import Cluster, ClusterResult, parse_replicas
 from llmsched.sim.engine import EngineConfig, RunResult, SimEngine
 from llmsched.workload import WorkloadConfig, build_requests, parse_tiers
 from llmsched.workload.trace import TraceRow
@@ -29,6 +31,8 @@ class RunSpec:
     block_size: int = 16
     time_limit: float | None = None
     ttft_slo: float | None = None
+    replicas: str | None = None  # "4" or "rtx6000ada:2,a100-80gb:2"; None: one replica on `gpu`
+    router: str = "round-robin"  # see llmsched.routing.ROUTERS
 
     def at_qps(self, qps: float) -> RunSpec:
         return replace(self, workload=replace(self.workload, qps=qps))
@@ -50,12 +54,42 @@ def validate(spec: RunSpec) -> None:
         raise UserError(f"--time-limit is {spec.time_limit}, expected positive seconds")
     if spec.workload.arrival != "trace" and not spec.workload.qps > 0:
         raise UserError(f"--qps is {spec.workload.qps}, expected a positive number of requests per second")
+    check_router(spec.router)
+    replica_specs(spec)
+
+
+def replica_specs(spec: RunSpec) -> list[RunSpec]:
+    """One single-replica spec per replica of `spec`."""
+    if spec.replicas is None:
+        return [spec]
+    gpus = parse_replicas(spec.replicas, spec.gpu)
+    if spec.perf_model and set(gpus) != {spec.gpu}:
+        raise UserError("--perf-model describes one GPU; with it, give --replicas as a count")
+    return [replace(spec, gpu=g, replicas=None) for g in gpus]
+
+
+def replica_engine(spec: RunSpec) -> SimEngine:
+    """An engine with its own policy object; RAD gets the optimal tile of its GPU (or --token-budget)."""
+    options = dict(spec.policy_options)
+    if spec.policy == "rad" and "tile" not in options:
+        from llmsched.theory import replica_tile
+
+        options["tile"] = spec.token_budget or replica_tile(spec).tokens
+    return SimEngine(engine_config(spec), make_policy(spec.policy, **options), perf_model(spec))
 
 
 def perf_model(spec: RunSpec) -> PerfModel:
+    """--perf-model if given, else the built-in fitted entry for this model and GPU, else the roofline."""
     if spec.perf_model:
         return _loaded_perf_model(spec.perf_model, spec.model)
-    return analytic_model(get_model(spec.model), get_gpu(spec.gpu))
+    return _builtin_perf_model(spec.model, spec.gpu) or analytic_model(get_model(spec.model), get_gpu(spec.gpu))
+
+
+@lru_cache(maxsize=8)
+def _builtin_perf_model(model: str, gpu: str) -> PerfModel | None:
+    from llmsched.perf.fitted import builtin_model
+
+    return builtin_model(model, gpu)
 
 
 @lru_cache(maxsize=8)
@@ -82,8 +116,16 @@ def run(spec: RunSpec, rows: list[TraceRow] | None = None) -> tuple[RunResult, d
     validate(spec)
     model = get_model(spec.model)
     requests, tiers = build_requests(spec.workload, model.max_len, rows)
-    engine = SimEngine(engine_config(spec), make_policy(spec.policy, **dict(spec.policy_options)), perf_model(spec))
-    result = engine.run(requests)
+    specs = replica_specs(spec)
+    if spec.replicas is None:
+        result = replica_engine(spec).run(requests)
+    else:
+        from llmsched.theory import replica_tile
+
+        router = make_router(spec.router, [replica_tile(s).tokens_per_s for s in specs], spec.workload.seed)
+        result = Cluster([replica_engine(s) for s in specs], router).run(requests)
     summary = summarize(result, tiers, spec.ttft_slo)
     summary = {"policy": spec.policy, "qps": spec.workload.qps, **summary}
+    if isinstance(result, ClusterResult):
+        summary.update(router=spec.router, replicas=result.replica_summary())
     return result, summary

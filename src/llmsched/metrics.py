@@ -86,6 +86,7 @@ def summarize(result: RunResult, tiers: list[SLOTier], ttft_slo: float | None = 
     for r in reqs:
         if r.reason:
             reasons[r.reason] = reasons.get(r.reason, 0) + 1
+    summary["tbt_slo_ms"] = tiers[0].tbt * 1e3 if len(tiers) == 1 else None
     summary["not_completed_reasons"] = dict(sorted(reasons.items()))
     if len(tiers) > 1:
         summary["tiers"] = {

@@ -9,6 +9,7 @@ from llmsched.errors import UserError
 from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy
 from llmsched.policies.fastertransformer import FasterTransformer
 from llmsched.policies.orca import Orca
+from llmsched.policies.rad import RAD
 from llmsched.policies.sarathi import Sarathi
 from llmsched.policies.slai import PRESETS as SLAI_PRESETS
 from llmsched.policies.slai import SLAI
@@ -23,6 +24,7 @@ POLICIES: dict[str, Callable[..., Policy]] = {
     "sarathi": Sarathi,
     "sarathi-spf": partial(Sarathi, order="spf"),
     **{name: partial(SLAI, preset=name) for name in SLAI_PRESETS},
+    "rad": RAD,
 }
 
 

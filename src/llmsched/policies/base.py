@@ -159,6 +159,14 @@ def add_decodes_preempting(b: BatchBuilder, running: Sequence[Req]) -> None:
     """Give every running decode its token, in the given (FCFS) order. When KV runs out, preempt the
     newest running request (the end of the list) by recompute, as vLLM v0 and Sarathi-Serve do; if none
     is left but the decode itself, preempt it."""
+    decodes = [r for r in running if r.is_decoding]
+    bs = b.view.block_size
+    need = sum(r.computed >= r.blocks * bs for r in decodes)
+    if len(decodes) <= b.room and need <= b.free:  # the common case: everything fits, no preemption
+        b.plan.decodes.extend(decodes)
+        b.tokens += len(decodes)
+        b.free -= need
+        return
     queue = list(running)
     while queue:
         r = queue.pop(0)

@@ -9,7 +9,8 @@ its last prefill chunk (TTFT), each decode token at the end of its batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from llmsched.perf.base import BatchShape, PerfModel
@@ -40,6 +41,7 @@ class BatchLog:
     waiting: list[int] = field(default_factory=list)
     running: list[int] = field(default_factory=list)
     preempted: list[int] = field(default_factory=list)
+    replica: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.start)
@@ -70,6 +72,11 @@ class SimEngine:
         self.max_model_len = cfg.max_model_len
         self.log = BatchLog()
         self._reserve = blocks_for(cfg.max_model_len, cfg.block_size) if policy.reserve_max_len else 0
+        self.now = 0.0  # the loop's clock: the end of the last batch, or the arrival that woke the engine
+        self._stalled = True  # idle or blocked: waits for the next arrival
+        self._stopped = False  # the time limit was reached
+        self.replica = 0  # this engine's index in a cluster (the batch log's replica column)
+        self.on_done: Callable[[Request, float], None] | None = None  # called when a request leaves
 
     # --- the view -------------------------------------------------------------------------------------
     @property
@@ -82,34 +89,47 @@ class SimEngine:
     # --- the loop -------------------------------------------------------------------------------------
     def run(self, requests: list[Request]) -> RunResult:
         pending = sorted(requests, key=lambda r: (r.arrival, r.id))
-        n, i = len(pending), 0
+        for r in pending:
+            self.advance(r.arrival)
+            self.add(r)
+        self.advance(math.inf)
+        return self.finish(pending)
+
+    def add(self, r: Request) -> None:
+        """A request arrives. Arrivals come in time order, none before the start of the batch in progress;
+        an idle (or blocked) engine's clock moves to the arrival."""
+        if self._stalled and not self._stopped:
+            self.now = max(self.now, r.arrival)
+            self._stalled = False
+        self.queue.append(r)
+
+    def advance(self, until: float) -> None:
+        """Run the batches that start before `until`. Every arrival before `until` must have been added."""
         limit = self.cfg.time_limit
-        clock = pending[0].arrival if pending else 0.0
-        while True:
-            while i < n and pending[i].arrival <= clock:
-                self.queue.append(pending[i])
-                i += 1
-            if limit is not None and clock >= limit:
-                break
+        while not self._stalled and not self._stopped:
+            if limit is not None and self.now >= limit:
+                self._stopped = True
+                return
             if not self.queue.fcfs and not self.running:
-                if i >= n:
-                    break
-                clock = pending[i].arrival
-                continue
-            self.clock = clock
+                self._stalled = True  # idle until the next arrival
+                return
+            if self.now >= until:
+                return
+            self.clock = self.now
             plan = self.policy.schedule(self)
             self._reject(plan)
             self._preempt(plan)
             if not plan.prefills and not plan.decodes:
                 if plan.reject or plan.preempt:
                     continue
-                if i < n:  # nothing can run until the next arrival
-                    clock = max(clock, pending[i].arrival)
-                    continue
-                break  # the policy cannot make progress: what is left is reported unfinished
-            clock = self._run_batch(plan, clock)
-        self._close(pending, clock)
-        return RunResult(pending, self.log, self.total_blocks, clock)
+                self._stalled = True  # nothing can run until the next arrival (or ever, if none comes)
+                return
+            self.now = self._run_batch(plan, self.now)
+
+    def finish(self, requests: list[Request]) -> RunResult:
+        """Close the run: requests still waiting or running are reported unfinished, with the reason."""
+        self._close(requests, self.now)
+        return RunResult(requests, self.log, self.total_blocks, self.now)
 
     def _run_batch(self, plan: Plan, start: float) -> float:
         chunks, decode_ctx, prefill_tokens = [], 0, 0
@@ -158,6 +178,7 @@ class SimEngine:
         log.waiting.append(len(self.queue))
         log.running.append(len(self.running))
         log.preempted.append(len(plan.preempt))
+        log.replica.append(self.replica)
         self.clock = end
         self.policy.on_batch_done(self, plan, start, end)
         return end
@@ -170,6 +191,8 @@ class SimEngine:
         r.state = FINISHED
         self.free_blocks += r.blocks
         r.blocks = 0
+        if self.on_done is not None:
+            self.on_done(r, t)
         return True
 
     def _admit(self, r: Request) -> None:
@@ -198,6 +221,8 @@ class SimEngine:
         for r, reason in plan.reject:
             self.queue.remove(r)
             r.state, r.reason = REJECTED, reason
+            if self.on_done is not None:
+                self.on_done(r, self.clock)
 
     def _close(self, pending: list[Request], clock: float) -> None:
         for r in pending:

@@ -1,0 +1,78 @@
+"""`llmsched capacity`: the highest QPS each policy sustains under an SLO."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from llmsched.capacity import search
+from llmsched.cli import spec_from, workload_options
+from llmsched.commands._options import executor_options, parse_policies
+from llmsched.executor import Executor
+from llmsched.slo import parse_slo
+
+
+@click.command(name="capacity")
+@click.option("--policies", type=str, default="sarathi,slai", show_default=True, help="Comma-separated policies.")
+@click.option(
+    "--slo",
+    type=str,
+    default=None,
+    help='SLO, e.g. "ttft_p50<=0.5,tbt_p99<=tier" (the paper\'s, default), or "stable".',
+)
+@click.option("--start-qps", type=float, default=2.0, show_default=True, help="Top of the first bracket.")
+@click.option(
+    "--granularity",
+    type=float,
+    default=0.025,
+    show_default=True,
+    help="Stop when the bracket is narrower than this fraction of its top.",
+)
+@click.option("--max-rounds", type=int, default=12, show_default=True)
+@workload_options
+@executor_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (nothing else on stdout).")
+def command(
+    policies: str,
+    slo: str | None,
+    start_qps: float,
+    granularity: float,
+    max_rounds: int,
+    backend: str,
+    ray_address: str | None,
+    workers: int | None,
+    as_json: bool,
+    **o: Any,
+) -> None:
+    """Bisect on QPS for the highest rate whose run meets the SLO, for each policy (runs in parallel)."""
+    names = parse_policies(policies)
+    target = parse_slo(slo)
+    specs = [spec_from(name, start_qps, o) for name in names]
+    with Executor(backend, workers, ray_address) as ex:
+        searches = search(specs, target, ex, start_qps=start_qps, granularity=granularity, max_rounds=max_rounds)
+    out = {
+        "capacity_qps": {s.policy: s.capacity for s in searches},
+        "slo": str(target),
+        "runs": {
+            s.policy: [
+                {
+                    "qps": p.qps,
+                    "passed": p.passed,
+                    "reason": p.reason,
+                    "median_ttft_ms": p.summary.get("median_ttft_ms"),
+                    "p99_ttft_ms": p.summary.get("p99_ttft_ms"),
+                    "queue_growth": p.growth,
+                }
+                for p in sorted(s.points, key=lambda p: p.qps)
+            ]
+            for s in searches
+        },
+    }
+    if as_json:
+        click.echo(json.dumps(out, sort_keys=True))
+        return
+    click.echo(f"capacity under SLO {target}:")
+    for s in searches:
+        click.echo(f"  {s.policy:<20} {s.capacity:8.3f} QPS  ({len(s.points)} runs)")

@@ -1,0 +1,59 @@
+"""`llmsched compare`: a policies x QPS grid, written as CSV, PNG plots and one HTML report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from llmsched.cli import spec_from, workload_options
+from llmsched.commands._options import executor_options, parse_policies
+from llmsched.compare import flatten, parse_grid, run_grid
+from llmsched.executor import Executor
+from llmsched.report import plot_details, plot_vs_qps, table_html, write_csv, write_html
+
+TABLE_KEYS = ("completed", "unfinished", "median_ttft_ms", "p99_ttft_ms", "p99_itl_ms", "request_throughput")
+
+
+@click.command(name="compare")
+@click.option("--policies", type=str, default="sarathi,slai", show_default=True)
+@click.option(
+    "--qps", "qps_grid", type=str, default="0.2:2.0:0.2", show_default=True, help="start:stop:step or a comma list."
+)
+@click.option("--cdf-qps", type=float, default=None, help="QPS of the CDF and prompt-length plots (default: mid-grid).")
+@workload_options
+@executor_options
+@click.option("--out", type=click.Path(file_okay=False), default="llmsched-compare", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the grid's summaries as JSON.")
+def command(
+    policies: str,
+    qps_grid: str,
+    cdf_qps: float | None,
+    backend: str,
+    ray_address: str | None,
+    workers: int | None,
+    out: str,
+    as_json: bool,
+    **o: Any,
+) -> None:
+    """Run every policy at every QPS; write compare.csv, plots and report.html to --out."""
+    names = parse_policies(policies)
+    grid = parse_grid(qps_grid)
+    specs = [spec_from(name, grid[0], o) for name in names]
+    with Executor(backend, workers, ray_address) as ex:
+        summaries, details = run_grid(specs, grid, ex, cdf_qps)
+    rows = [flatten(s) for s in summaries]
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out_dir / "compare.csv")
+    images = plot_vs_qps(rows, out_dir) + plot_details(details, out_dir)
+    table = table_html(
+        ["policy", "qps", *TABLE_KEYS], [[r["policy"], r["qps"], *(r.get(k) for k in TABLE_KEYS)] for r in rows]
+    )
+    write_html(out_dir / "report.html", "llmsched compare", [("Runs", table)], images)
+    if as_json:
+        click.echo(json.dumps({"runs": summaries}, sort_keys=True))
+    else:
+        click.echo(f"wrote {out_dir / 'compare.csv'}, {len(images)} plots and {out_dir / 'report.html'}")

@@ -1,0 +1,114 @@
+"""`llmsched profile`: measure this machine's batch times for a model's shape, or fit a measured profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from llmsched.errors import UserError
+
+
+def _report(csv_path: Path, model: str, fit_out: str | None) -> None:
+    """Fit the profile and print the fit's error per row family, in sample and held out (5-fold)."""
+    from llmsched.perf import get_model
+    from llmsched.perf.fitted import (
+        errors,
+        family_report,
+        fit,
+        fitted_model,
+        format_report,
+        kfold_errors,
+        load_profile,
+        save_fit,
+    )
+
+    rows = load_profile(csv_path, model)
+    spec = get_model(model)
+    params = fit(rows, spec, source=csv_path.name)
+    click.echo("fit, in sample: " + format_report(family_report(rows, errors(fitted_model(params), rows))))
+    if len(rows) >= 10:
+        click.echo("fit, 5-fold:    " + format_report(family_report(rows, kfold_errors(rows, spec, 5))))
+    if fit_out:
+        save_fit(params, fit_out)
+        click.echo(f"wrote fitted model {fit_out} (use it with --perf-model)")
+
+
+@click.command("profile")
+@click.option("--backend", type=click.Choice(["torch", "vllm"]), default="torch", show_default=True)
+@click.option(
+    "--model",
+    type=str,
+    default=None,
+    help="torch: a catalog model (its shape, random weights); vllm: a model directory.",
+)
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None, help="torch: default cuda if present.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Profile CSV to write.")
+@click.option("--budget-s", type=float, default=None, help="Stop after this many seconds, keeping what was measured.")
+@click.option("--grid", "grid_name", type=str, default="default", show_default=True, help="torch: default or quick.")
+@click.option("--warmup", type=int, default=3, show_default=True, help="torch: untimed replays per shape.")
+@click.option("--reps", type=int, default=10, show_default=True, help="torch: timed replays per shape.")
+@click.option("--fit-out", type=click.Path(dir_okay=False), default=None, help="Also write the fitted model (JSON).")
+@click.option(
+    "--refit",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Measure nothing: fit this profile CSV, print the fit's error, write --fit-out.",
+)
+def command(
+    backend: str,
+    model: str | None,
+    device: str | None,
+    out: str | None,
+    budget_s: float | None,
+    grid_name: str,
+    warmup: int,
+    reps: int,
+    fit_out: str | None,
+    refit: str | None,
+) -> None:
+    """Measure batch times on this machine (prefill, decode and mixed batches) and fit a batch-time model.
+
+    The CSV goes to --perf-model of simulate, perf and capacity.
+    """
+    if budget_s is not None and not budget_s > 0:
+        raise UserError(f"--budget-s is {budget_s}, expected positive seconds")
+    if refit:
+        from llmsched.perf.fitted import load_profile
+
+        names = sorted({r.model for r in load_profile(refit)})
+        if model is None and len(names) > 1:
+            raise UserError(f"{refit}: rows of {', '.join(names)}; name one with --model")
+        _report(Path(refit), model or names[0], fit_out)
+        return
+    if model is None:
+        raise UserError("--model is missing: a catalog model (torch) or a model directory (vllm)")
+    if backend == "vllm":
+        _vllm(model, out, budget_s)
+        return
+
+    from llmsched.perf import get_model
+    from llmsched.perf.profile_torch import run_profile
+
+    spec = get_model(model)
+    path = Path(out or f"profile_{model}.csv")
+    result = run_profile(spec, path, device, grid_name, budget_s, warmup, reps)
+    click.echo(
+        f"wrote {path}: {len(result.timings)} shapes in {result.total_s:.1f} s "
+        f"(model set-up {result.setup_s:.1f} s; attention: {result.attention})"
+    )
+    if result.stopped_at_budget:
+        click.echo(f"budget of {budget_s} s reached: {result.stopped_at_budget} shapes not measured")
+    for shape, why in result.skipped:
+        click.echo(f"skipped {shape}: {why}")
+    _report(path, model, fit_out)
+
+
+def _vllm(model_dir: str, out: str | None, budget_s: float | None) -> None:
+    try:
+        from llmsched.integrations.vllm.profiler import run_profile
+    except ImportError as e:
+        raise UserError(f"--backend vllm: cannot import llmsched.integrations.vllm.profiler ({e})") from None
+    path = out or "profile_vllm.csv"
+    run_profile(model_dir, path, budget_s)
+    click.echo(f"wrote {path}")

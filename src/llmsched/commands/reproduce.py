@@ -1,0 +1,135 @@
+"""`llmsched reproduce`: the paper's headline (SLAI vs Sarathi-Serve) on the simulator, in one command."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from llmsched.commands._options import executor_options
+from llmsched.executor import Executor
+from llmsched.report import plot_details, table_html, write_html
+from llmsched.reproduce import PAPER, reproduce
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+@click.command(name="reproduce")
+@click.option(
+    "--trace",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Trace CSV (default: the built-in ShareGPT V3 workload; the paper used Openchat ShareGPT4).",
+)
+@click.option("--num-requests", type=int, default=16384, show_default=True)
+@click.option("--time-limit", type=float, default=2100.0, show_default=True, help="Simulated seconds per run.")
+@executor_options
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="llmsched-reproduce",
+    show_default=True,
+    help="Where report.html, plots and result.json go.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (nothing else on stdout).")
+def command(
+    trace: str | None,
+    num_requests: int,
+    time_limit: float,
+    backend: str,
+    ray_address: str | None,
+    workers: int | None,
+    out: str,
+    as_json: bool,
+) -> None:
+    """Sarathi-Serve (FCFS, chunk 512, batch 128) vs SLAI under the paper's protocol: capacities, their
+    ratio, and the median-TTFT reduction at Sarathi's capacity; writes an HTML report."""
+    from llmsched.errors import UserError
+    from llmsched.workload import load_trace
+
+    if num_requests <= 0 or time_limit <= 0:
+        raise UserError("--num-requests and --time-limit must be positive")
+    load_trace(trace)  # fail fast on a bad trace, before any run
+    t0 = time.perf_counter()
+    with Executor(backend, workers, ray_address) as ex:
+        rep = reproduce(ex, trace, num_requests, time_limit)
+    res = rep.result()
+    res["wall_s"] = round(time.perf_counter() - t0, 1)
+    res["trace"] = trace or "built-in ShareGPT V3 (Mistral tokenizer)"
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cap = res["capacity_qps"]
+    rows = [
+        ["capacity, Sarathi-Serve (QPS)", "not published", f"{cap['sarathi']:.3f}"],
+        ["capacity, SLAI (QPS)", "not published", f"{cap['slai']:.3f}"],
+        [
+            "capacity ratio SLAI / Sarathi",
+            f"{PAPER['capacity_ratio']:.2f}",
+            "-" if res["capacity_ratio"] is None else f"{res['capacity_ratio']:.2f}",
+        ],
+        [
+            f"median TTFT reduction at {res['at_qps']:.3f} QPS",
+            _pct(PAPER["median_ttft_reduction"]),
+            _pct(res["median_ttft_reduction"]),
+        ],
+    ]
+    images = plot_details(rep.details, out_dir)
+    runs = [
+        [s.policy, p.qps, p.passed, p.reason, p.summary.get("median_ttft_ms"), p.summary.get("p99_ttft_ms"), p.growth]
+        for s in rep.searches
+        for p in sorted(s.points, key=lambda p: p.qps)
+    ]
+    write_html(
+        out_dir / "report.html",
+        "llmsched reproduce: SLAI vs Sarathi-Serve",
+        [
+            ("Paper vs llmsched", table_html(["", "paper", "llmsched"], rows)),
+            (
+                "At Sarathi's capacity",
+                table_html(
+                    ["policy", "median TTFT (ms)", "p99 TTFT (ms)"],
+                    [[p, res["median_ttft_ms"][p], res["p99_ttft_ms"][p]] for p in res["median_ttft_ms"]],
+                ),
+            ),
+            (
+                "Capacity search runs",
+                table_html(
+                    [
+                        "policy",
+                        "qps",
+                        "meets SLO",
+                        "why not",
+                        "median TTFT (ms)",
+                        "p99 TTFT (ms)",
+                        "queue growth (requests)",
+                    ],
+                    runs,
+                ),
+            ),
+        ],
+        images,
+    )
+    (out_dir / "result.json").write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
+    if as_json:
+        click.echo(json.dumps(res, sort_keys=True))
+        return
+    click.echo(f"{'':<42}{'paper':>14}{'llmsched':>12}")
+    for label, paper, ours in rows:
+        click.echo(f"{label:<42}{paper:>14}{ours:>12}")
+    for name, t in res["slai_tiers_at_capacity"].items():
+        click.echo(f"SLAI at its capacity, tier {name}: p99 TBT {t['p99_itl_ms']:.0f} ms (SLO {t['tbt_slo_ms']:.0f})")
+    click.echo(
+        f"p99 TTFT at {res['at_qps']:.3f} QPS: "
+        + ", ".join(f"{p} {v / 1e3:.1f} s" for p, v in res["p99_ttft_ms"].items() if v is not None)
+    )
+    for policy, q in res["paper_terms_met_while_queue_grows_qps"].items():
+        if q is not None:
+            click.echo(
+                f"trap: at {q:.3f} QPS {policy} meets the paper's SLO terms over completed requests while "
+                "its queue grows"
+            )
+    click.echo(f"trace: {res['trace']}; {res['wall_s']} s; report: {out_dir / 'report.html'}")

@@ -1,0 +1,34 @@
+"""RAD (Resource-Aware Dynamic), as this project reconstructs it (reference section 2.2; docs/rad.md).
+
+The paper names two principles and proves RAD throughput-optimal; it publishes no algorithm. Here:
+- Optimal tiling: every batch is filled to the tile b*, the token count that maximises tokens/s under
+  the perf model and the KV pool (`llmsched.theory.optimal_tile`, computed once and passed in). Prefill
+  chunks are cut to fill the tile exactly.
+- Dynamic allocation: the split of each tile between decodes and prefill chunks is not fixed; it follows
+  the queues. Every running decode gets its token (it can contribute only one), prefills in progress
+  continue, and new requests are admitted FCFS while KV allows; whatever is left of the tile goes to
+  prefill. A batch is smaller than the tile only when the queues hold less work (work-conserving).
+When KV runs out the newest running request is preempted by recompute, as in the reference engines.
+"""
+
+from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, add_decodes_preempting
+
+
+class RAD(Policy):
+    name = "rad"
+    # The tile is the budget; sequences are capped by the KV pool, not by a fixed count.
+    defaults = {"token_budget": 1 << 30, "max_num_seqs": 1024}
+
+    def __init__(self, tile: int = 512) -> None:
+        if not isinstance(tile, int) or tile < 1:
+            raise ValueError(f"tile is {tile!r}, expected a positive number of tokens")
+        self.tile = tile
+
+    def schedule(self, view: EngineView) -> Plan:
+        b = BatchBuilder(view, budget=min(self.tile, view.token_budget))
+        add_decodes_preempting(b, view.running)
+        for r in view.running:
+            if not r.is_decoding and r.id not in b.preempted and b.room > 0:
+                b.add_chunk(r)
+        b.admit_waiting(view.waiting)
+        return b.plan

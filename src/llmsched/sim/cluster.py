@@ -1,0 +1,113 @@
+"""Several simulated replicas behind a router, on one simulated clock.
+
+Arrivals are taken in time order. Before each arrival every replica runs the batches that start before
+it; the router, which has been told of every completion up to that instant, picks a replica and books
+the request there. The result is the union of the replicas' requests; the batch log is the replicas'
+batches by start time with a `replica` column, where `waiting` and `running` count the whole cluster
+(each replica's latest count), so a queue that grows anywhere shows in them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+from llmsched.errors import UserError
+from llmsched.perf.catalog import GPUS
+from llmsched.routing import Router
+from llmsched.sim.engine import BatchLog, RunResult, SimEngine
+from llmsched.workload.request import FINISHED, Request
+
+
+def parse_replicas(text: str, default_gpu: str) -> list[str]:
+    """'4' -> four replicas of `default_gpu`; 'rtx6000ada:2,a100:2' -> GPUs by name or unique prefix."""
+    text = text.strip()
+    if text.isdigit():
+        if int(text) < 1:
+            raise UserError(f"--replicas is {text!r}, expected at least 1 replica")
+        return [default_gpu] * int(text)
+    gpus: list[str] = []
+    for part in text.split(","):
+        name, _, count = part.strip().partition(":")
+        matches = ([g for g in GPUS if g == name] or [g for g in GPUS if g.startswith(name)]) if name else []
+        if len(matches) != 1:
+            raise UserError(
+                f"--replicas: {part.strip()!r} names no single GPU, expected N or GPU[:N],... with GPU one of "
+                f"{', '.join(GPUS)}"
+            )
+        if count and (not count.isdigit() or int(count) < 1):
+            raise UserError(f"--replicas: count {count!r} of {name!r} is not a positive integer")
+        gpus += matches * (int(count) if count else 1)
+    return gpus
+
+
+@dataclass
+class ClusterResult(RunResult):
+    replicas: list[RunResult] = field(default_factory=list)
+
+    def replica_summary(self) -> list[dict]:
+        """Per replica: requests routed there, completed, batches."""
+        return [
+            {
+                "replica": i,
+                "requests": len(r.requests),
+                "completed": sum(q.state == FINISHED for q in r.requests),
+                "num_batches": len(r.batches),
+                "kv_blocks": r.num_blocks,
+            }
+            for i, r in enumerate(self.replicas)
+        ]
+
+
+class Cluster:
+    def __init__(self, engines: list[SimEngine], router: Router) -> None:
+        if len(engines) != len(router.loads):
+            raise ValueError("one router slot per engine")
+        self.engines, self.router = engines, router
+        self._left: list[tuple[float, int, Request]] = []  # (time, id, request): completions to report
+        for i, e in enumerate(engines):
+            e.replica = i
+            e.on_done = self._done
+
+    def _done(self, r: Request, t: float) -> None:
+        heapq.heappush(self._left, (t, r.id, r))
+
+    def run(self, requests: list[Request]) -> ClusterResult:
+        pending = sorted(requests, key=lambda r: (r.arrival, r.id))
+        routed: list[list[Request]] = [[] for _ in self.engines]
+        for r in pending:
+            for e in self.engines:
+                e.advance(r.arrival)
+            while self._left and self._left[0][0] <= r.arrival:
+                self.router.settle(heapq.heappop(self._left)[1])
+            i = self.router.route(r.id, r.prompt_len, r.decode_len)
+            routed[i].append(r)
+            self.engines[i].add(r)
+        for e in self.engines:
+            e.advance(math.inf)
+        while self._left:
+            self.router.settle(heapq.heappop(self._left)[1])
+        parts = [e.finish(rs) for e, rs in zip(self.engines, routed, strict=True)]
+        blocks, end = sum(p.num_blocks for p in parts), max(p.end_time for p in parts)
+        return ClusterResult(pending, _merge([p.batches for p in parts]), blocks, end, parts)
+
+
+def _merge(logs: list[BatchLog]) -> BatchLog:
+    rows = sorted((s, k, i) for k, log in enumerate(logs) for i, s in enumerate(log.start))
+    out = BatchLog()
+    waiting, running = [0] * len(logs), [0] * len(logs)
+    for _, k, i in rows:
+        log = logs[k]
+        waiting[k], running[k] = log.waiting[i], log.running[i]
+        out.start.append(log.start[i])
+        out.duration.append(log.duration[i])
+        out.prefill_tokens.append(log.prefill_tokens[i])
+        out.prefills.append(log.prefills[i])
+        out.decodes.append(log.decodes[i])
+        out.kv_blocks_used.append(log.kv_blocks_used[i])
+        out.waiting.append(sum(waiting))
+        out.running.append(sum(running))
+        out.preempted.append(log.preempted[i])
+        out.replica.append(k)
+    return out

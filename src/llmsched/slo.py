@@ -1,0 +1,94 @@
+"""SLO specs for capacity search: "ttft_p50<=0.5,tbt_p99<=tier", or "stable".
+
+A term is METRIC_STAT<=LIMIT: METRIC is ttft, tpot, itl (alias tbt) or e2el; STAT is p50 (alias median),
+p90, p99 or mean; LIMIT is seconds, or `tier` for itl/tpot: each tier's own TBT. `stable` asks for a
+queue that stays bounded (see `stability.py`). The paper's capacity is "ttft_p50<=0.5,tbt_p99<=tier".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from llmsched.errors import UserError
+
+PAPER_SLO = "ttft_p50<=0.5,tbt_p99<=tier"
+# The paper's SLO plus a bounded queue: what `reproduce` uses (see the trap in paper.md section 5.5).
+TRUSTED_SLO = PAPER_SLO + ",stable"
+_TERM = re.compile(r"^(ttft|tpot|itl|tbt|e2el)_(p50|median|p90|p99|mean)<=(tier|[0-9.]+(?:e-?[0-9]+)?)$")
+
+
+@dataclass(frozen=True)
+class Term:
+    metric: str
+    stat: str  # "median", "p90", "p99", "mean"
+    limit: float | None  # seconds; None = each tier's TBT
+
+    @property
+    def key(self) -> str:
+        return f"{self.stat}_{self.metric}_ms"
+
+    def __str__(self) -> str:
+        stat = "p50" if self.stat == "median" else self.stat
+        return f"{self.metric}_{stat}<={'tier' if self.limit is None else f'{self.limit:g}'}"
+
+
+@dataclass(frozen=True)
+class SLO:
+    terms: tuple[Term, ...] = ()
+    stable: bool = False
+
+    def __str__(self) -> str:
+        return ",".join([str(t) for t in self.terms] + (["stable"] if self.stable else []))
+
+    def check(self, summary: dict, stable: bool) -> tuple[bool, str]:
+        """(met, why not: every failing term, '; '-separated)."""
+        if summary.get("completed", 0) == 0:
+            return False, "no request completed"
+        failures = [f for t in self.terms for f in _failures(t, summary)]
+        if self.stable and not stable:
+            failures.append("queue grows")
+        return not failures, "; ".join(failures)
+
+
+def _failures(t: Term, summary: dict) -> list[str]:
+    if t.limit is not None:
+        value = summary.get(t.key)
+        if value is None or value > t.limit * 1e3 + 1e-9:
+            return [f"{t.key} {'-' if value is None else f'{value:.1f}'} > {t.limit * 1e3:g}"]
+        return []
+    groups = summary.get("tiers") or {"all": {**summary}}
+    out = []
+    for name, g in groups.items():
+        value, limit_ms = g.get(t.key), g["tbt_slo_ms"]
+        if value is not None and value > limit_ms + 1e-9:
+            out.append(f"{name}: {t.key} {value:.1f} > {limit_ms:g}")
+    return out
+
+
+def parse_slo(spec: str | None) -> SLO:
+    spec = PAPER_SLO if spec is None else spec
+    terms: list[Term] = []
+    stable = False
+    for part in (p.strip().replace(" ", "") for p in spec.split(",")):
+        if part == "stable":
+            stable = True
+            continue
+        m = _TERM.match(part)
+        if not m:
+            raise UserError(
+                f"--slo: {part!r} should look like ttft_p50<=0.5 (metric ttft|tpot|itl|tbt|e2el, stat "
+                f"p50|p90|p99|mean, limit in seconds or 'tier'), or 'stable'"
+            )
+        metric, stat, limit = m.groups()
+        metric = "itl" if metric == "tbt" else metric
+        stat = "median" if stat == "p50" else stat
+        if limit == "tier" and metric not in ("itl", "tpot"):
+            raise UserError(f"--slo: {part!r}: 'tier' limits apply to tbt/itl/tpot only")
+        value = None if limit == "tier" else float(limit)
+        if value is not None and not value > 0:
+            raise UserError(f"--slo: {part!r}: the limit must be positive seconds")
+        terms.append(Term(metric, stat, value))
+    if not terms and not stable:
+        raise UserError("--slo is empty")
+    return SLO(tuple(terms), stable)

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+import llmsched.capacity as capacity
+from llmsched.capacity import Point, search
+from llmsched.cli import main
+from llmsched.errors import UserError
+from llmsched.executor import Executor
+from llmsched.experiment import RunSpec
+from llmsched.slo import PAPER_SLO, parse_slo
+from llmsched.workload import WorkloadConfig
+
+
+def test_slo_parsing_and_checks():
+    slo = parse_slo(PAPER_SLO + ",stable")
+    assert str(slo) == "ttft_p50<=0.5,itl_p99<=tier,stable"
+    tiers = {"paying": {"p99_itl_ms": 90.0, "tbt_slo_ms": 100.0}, "free": {"p99_itl_ms": 600.0, "tbt_slo_ms": 500.0}}
+    summary = {"completed": 10, "median_ttft_ms": 400.0, "tiers": tiers}
+    ok, why = slo.check(summary, stable=False)
+    assert not ok and why == "free: p99_itl_ms 600.0 > 500; queue grows"
+    tiers["free"]["p99_itl_ms"] = 499.0
+    assert slo.check(summary, stable=True) == (True, "")
+    assert parse_slo("e2el_mean<=30").check({"completed": 1, "mean_e2el_ms": 31e3}, True)[0] is False
+
+
+@pytest.mark.parametrize("spec", ["ttft<=0.5", "ttft_p50<0.5", "ttft_p50<=tier", "ttft_p50<=-1", "", "fast"])
+def test_bad_slo(spec):
+    with pytest.raises(UserError, match="--slo"):
+        parse_slo(spec)
+
+
+def fake_evaluate(threshold):
+    def evaluate(spec, slo):
+        q = spec.workload.qps
+        return Point(q, q <= threshold, "" if q <= threshold else "too fast", {"policy": spec.policy}, 0.0, True)
+
+    return evaluate
+
+
+@pytest.mark.parametrize("threshold", [0.37, 1.9, 2.0, 5.3])
+def test_bisection_finds_the_threshold_within_granularity(monkeypatch, threshold):
+    monkeypatch.setattr(capacity, "evaluate", fake_evaluate(threshold))
+    with Executor(workers=1) as ex:
+        (s,) = search([RunSpec()], parse_slo(PAPER_SLO), ex, granularity=0.025, max_rounds=30, progress=False)
+    assert s.capacity <= threshold
+    assert s.capacity >= threshold * (1 - 0.03)
+
+
+def test_no_passing_rate_gives_zero(monkeypatch):
+    monkeypatch.setattr(capacity, "evaluate", fake_evaluate(-1))
+    with Executor(workers=1) as ex:
+        (s,) = search([RunSpec()], parse_slo(PAPER_SLO), ex, max_rounds=8, progress=False)
+    assert s.capacity == 0.0
+
+
+def test_real_search_orders_policies(write_trace, capsys):
+    trace = write_trace([(200 + 13 * (i % 50), 20 + i % 30) for i in range(400)])
+    code = 0
+    try:
+        main(["capacity", "--policies", "sarathi,fastertransformer", "--trace", trace, "--num-requests", "400",
+              "--slo", "ttft_p50<=0.5", "--workers", "2", "--granularity", "0.1", "--json"])
+    except SystemExit as e:
+        code = e.code
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    caps = out["capacity_qps"]
+    assert caps["sarathi"] > caps["fastertransformer"] > 0
+    assert all(r["passed"] == (r["qps"] <= caps[p]) for p, rs in out["runs"].items() for r in rs if r["passed"])
+
+
+def test_ray_backend_matches_the_process_pool(write_trace):
+    pytest.importorskip("ray")
+    import ray
+
+    trace = write_trace([(100 + i, 10) for i in range(60)])
+    spec = RunSpec(workload=WorkloadConfig(trace=trace, num_requests=60))
+    slo = parse_slo("ttft_p50<=0.2")
+    jobs = [(spec.at_qps(q), slo) for q in (1.0, 50.0)]
+    try:
+        with Executor("ray", workers=2) as ex:
+            via_ray = ex.map(capacity.evaluate, jobs)
+    finally:
+        ray.shutdown()
+    with Executor(workers=1) as ex:
+        inline = ex.map(capacity.evaluate, jobs)
+    assert [p.passed for p in via_ray] == [p.passed for p in inline]
+    assert [p.summary for p in via_ray] == [p.summary for p in inline]

@@ -1,0 +1,139 @@
+"""`llmsched profile`: the torch profiler on CPU with a tiny shape, its grid, and its errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmsched.cli import main
+from llmsched.perf.catalog import MODELS, ModelSpec
+from llmsched.perf.fitted import FAMILIES, builtin_rows, load_profile
+from llmsched.perf.profile_torch import CSV_COLUMNS, grid
+
+TINY = ModelSpec("tiny", layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=128, vocab=256, max_len=512)
+
+
+@pytest.fixture
+def tiny(monkeypatch: pytest.MonkeyPatch) -> ModelSpec:
+    monkeypatch.setitem(MODELS, "tiny", TINY)
+    return TINY
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny CPU ops spend their time waiting on the intra-op pool when other processes load the cores."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(argv: list[str]) -> int:
+    try:
+        main(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def test_grid_order_covers_every_family_first() -> None:
+    from llmsched.perf.fitted import ProfileRow
+
+    for name in ("default", "quick"):
+        shapes = grid(name)
+        fams = [
+            ProfileRow("m", s.prefill_tokens, s.prefill_context, s.decodes, s.decode_context, 1).family for s in shapes
+        ]
+        assert set(fams[:4]) == set(FAMILIES)
+        assert len(set(shapes)) == len(shapes)
+
+
+def test_default_grid_holds_the_shared_files_shapes() -> None:
+    shapes = {(s.prefill_tokens, s.prefill_context, s.decodes, s.decode_context) for s in grid("default")}
+    shared = {(r.prefill_tokens, r.prefill_context, r.decodes, r.decode_context) for r in builtin_rows("mistral-7b")}
+    assert shared <= shapes
+    assert any(s.prefill_tokens and s.decodes for s in grid("default"))
+
+
+def test_unknown_grid(tiny: ModelSpec, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert (
+        run(["profile", "--model", "tiny", "--device", "cpu", "--grid", "huge", "--out", str(tmp_path / "p.csv")]) == 2
+    )
+    assert "--grid is 'huge'" in capsys.readouterr().err
+
+
+def test_cpu_profile_writes_a_csv_that_perf_model_loads(
+    tiny: ModelSpec, one_thread: None, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out, fit_out = tmp_path / "tiny.csv", tmp_path / "tiny.json"
+    argv = ["profile", "--backend", "torch", "--model", "tiny", "--device", "cpu", "--grid", "quick"]
+    argv += ["--reps", "2", "--warmup", "1", "--out", str(out), "--fit-out", str(fit_out)]
+    assert run(argv) == 0
+    printed = capsys.readouterr()
+    assert f"wrote {out}" in printed.out and "fit, in sample:" in printed.out
+    assert "profile tiny on cpu" in printed.err  # the progress bar, on stderr
+    with open(out, newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
+        recs = list(reader)
+    assert len(recs) == len(grid("quick"))
+    for r in recs:
+        assert r["model"] == "tiny" and int(r["reps"]) == 2
+        assert 0 < float(r["batch_ms_min"]) <= float(r["batch_ms_median"]) <= float(r["batch_ms_p90"])
+    assert {r.family for r in load_profile(out)} == set(FAMILIES)
+    for model_file in (out, fit_out):
+        assert run(["perf", "--model", "tiny", "--perf-model", str(model_file), "--decodes", "3", "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert got["batch_time_ms"] > 0 and got["perf_model"].startswith("fitted:tiny")
+
+
+def test_budget_too_small_writes_nothing(tiny: ModelSpec, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("torch")
+    out = tmp_path / "p.csv"
+    argv = ["profile", "--model", "tiny", "--device", "cpu", "--grid", "quick", "--budget-s", "1e-9", "--out", str(out)]
+    assert run(argv) == 2
+    assert "no shape was measured" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_without_torch_says_how_to_install(
+    tiny: ModelSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    assert run(["profile", "--model", "tiny", "--device", "cpu", "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'llmsched[profile]'" in err
+
+
+def test_vllm_backend_missing_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "llmsched.integrations.vllm.profiler", None)
+    assert run(["profile", "--backend", "vllm", "--model", str(tmp_path), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--backend vllm" in err
+
+
+def test_refit_writes_the_fitted_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from importlib import resources
+
+    src = tmp_path / "h100.csv"
+    src.write_text((resources.files("llmsched.perf") / "data" / "h100_torch_profile.csv").read_text())
+    fit_out = tmp_path / "fit.json"
+    assert run(["profile", "--refit", str(src), "--model", "mistral-7b", "--fit-out", str(fit_out)]) == 0
+    out = capsys.readouterr().out
+    assert "fit, 5-fold:" in out and "decode" in out
+    args = ["perf", "--gpu", "h100-80gb", "--prefill-tokens", "512", "--decodes", "16", "--json"]
+    assert run([*args, "--perf-model", str(fit_out)]) == 0
+    from_json = json.loads(capsys.readouterr().out)["batch_time_ms"]
+    assert run(args) == 0
+    builtin = json.loads(capsys.readouterr().out)["batch_time_ms"]
+    assert from_json == pytest.approx(builtin, rel=1e-3)
+    assert run(["profile", "--refit", str(src)]) == 2
+    assert "name one with --model" in capsys.readouterr().err

@@ -1,0 +1,44 @@
+import json
+
+from llmsched.cli import main
+from llmsched.compare import parse_grid
+
+
+def run_cli(*args):
+    try:
+        main(list(args))
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
+def test_grid_parsing():
+    assert parse_grid("0.2:1.0:0.2") == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert parse_grid("1,2.5") == [1.0, 2.5]
+
+
+def test_compare_writes_csv_plots_and_one_html(write_trace, tmp_path, capsys):
+    trace = write_trace([(100 + 97 * (i % 40), 5 + i % 9) for i in range(120)])
+    out = tmp_path / "cmp"
+    code = run_cli("compare", "--policies", "sarathi,slai", "--qps", "1,3", "--trace", trace, "--workers", "1",
+                   "--tiers", "paying:0.1:tbt=0.1,free:0.9:tbt=0.5", "--out", str(out))
+    assert code == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["cdf.png", "compare.csv", "report.html", "slo_attainment.png", "tbt_vs_qps.png",
+                     "ttft_by_prompt_length.png", "ttft_vs_qps.png"]
+    rows = (out / "compare.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2 and "paying.p99_itl_ms" in rows[0]
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5 and "src='http" not in html
+
+
+def test_reproduce_small(tmp_path, capsys):
+    code = run_cli("reproduce", "--num-requests", "300", "--time-limit", "400", "--workers", "2",
+                   "--out", str(tmp_path / "rep"), "--json")
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["capacity_qps"]) == {"sarathi", "slai"}
+    assert res["capacity_qps"]["sarathi"] > 0
+    assert res["capacity_ratio"] == res["capacity_qps"]["slai"] / res["capacity_qps"]["sarathi"]
+    assert -1 < res["median_ttft_reduction"] < 1
+    assert (tmp_path / "rep" / "report.html").exists() and (tmp_path / "rep" / "result.json").exists()
