@@ -58,8 +58,24 @@ def test_real_search_orders_policies(write_trace, capsys):
     trace = write_trace([(200 + 13 * (i % 50), 20 + i % 30) for i in range(400)])
     code = 0
     try:
-        main(["capacity", "--policies", "sarathi,fastertransformer", "--trace", trace, "--num-requests", "400",
-              "--slo", "ttft_p50<=0.5", "--workers", "2", "--granularity", "0.1", "--json"])
+        main(
+            [
+                "capacity",
+                "--policies",
+                "sarathi,fastertransformer",
+                "--trace",
+                trace,
+                "--num-requests",
+                "400",
+                "--slo",
+                "ttft_p50<=0.5",
+                "--workers",
+                "2",
+                "--granularity",
+                "0.1",
+                "--json",
+            ]
+        )
     except SystemExit as e:
         code = e.code
     assert code == 0

@@ -6,8 +6,20 @@ import pytest
 
 from llmsched.cli import main
 
-KEYS = {"median_ttft_ms", "p99_ttft_ms", "p99_itl_ms", "median_tpot_ms", "completed", "unfinished", "rejected",
-        "request_throughput", "mean_e2el_ms", "p90_itl_ms", "output_throughput", "request_goodput"}
+KEYS = {
+    "median_ttft_ms",
+    "p99_ttft_ms",
+    "p99_itl_ms",
+    "median_tpot_ms",
+    "completed",
+    "unfinished",
+    "rejected",
+    "request_throughput",
+    "mean_e2el_ms",
+    "p90_itl_ms",
+    "output_throughput",
+    "request_goodput",
+}
 
 
 def cli(capsys, *args):
@@ -22,8 +34,19 @@ def cli(capsys, *args):
 
 def test_simulate_json_is_one_object(capsys, write_trace):
     trace = write_trace([(100 + i, 5 + i % 7) for i in range(50)])
-    code, out, _ = cli(capsys, "simulate", "--policy", "sarathi", "--trace", trace, "--qps", "2", "--json",
-                       "--tiers", "paying:0.05:tbt=0.1,free:0.95:tbt=0.5")
+    code, out, _ = cli(
+        capsys,
+        "simulate",
+        "--policy",
+        "sarathi",
+        "--trace",
+        trace,
+        "--qps",
+        "2",
+        "--json",
+        "--tiers",
+        "paying:0.05:tbt=0.1,free:0.95:tbt=0.5",
+    )
     assert code == 0
     summary = json.loads(out)
     assert KEYS <= summary.keys()
@@ -40,20 +63,23 @@ def test_simulate_out_writes_files(capsys, write_trace, tmp_path):
     assert len(lines) == 21 and lines[0].startswith("id,arrival_s,tier")
 
 
-@pytest.mark.parametrize("args,match", [
-    (["simulate", "--policy", "nope"], "unknown policy 'nope'"),
-    (["simulate", "--model", "gpt-9"], "--model is 'gpt-9'"),
-    (["simulate", "--gpu", "tpu"], "--gpu is 'tpu'"),
-    (["simulate", "--qps", "0"], "--qps is 0"),
-    (["simulate", "--tiers", "paying:0.05"], "--tiers"),
-    (["simulate", "--trace", "/nonexistent.csv"], "cannot read trace"),
-    (["simulate", "--num-requests", "-3"], "--num-requests is -3"),
-    (["simulate", "--qps", "abc"], "Invalid value for '--qps'"),
-    (["capacity", "--slo", "ttft<1"], "--slo"),
-    (["capacity", "--policies", "sarathi,zzz"], "unknown policy 'zzz'"),
-    (["compare", "--qps", "2:1:0.5"], "--qps is '2:1:0.5'"),
-    (["perf", "--prefill-tokens", "0", "--decodes", "0"], "empty"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["simulate", "--policy", "nope"], "unknown policy 'nope'"),
+        (["simulate", "--model", "gpt-9"], "--model is 'gpt-9'"),
+        (["simulate", "--gpu", "tpu"], "--gpu is 'tpu'"),
+        (["simulate", "--qps", "0"], "--qps is 0"),
+        (["simulate", "--tiers", "paying:0.05"], "--tiers"),
+        (["simulate", "--trace", "/nonexistent.csv"], "cannot read trace"),
+        (["simulate", "--num-requests", "-3"], "--num-requests is -3"),
+        (["simulate", "--qps", "abc"], "Invalid value for '--qps'"),
+        (["capacity", "--slo", "ttft<1"], "--slo"),
+        (["capacity", "--policies", "sarathi,zzz"], "unknown policy 'zzz'"),
+        (["compare", "--qps", "2:1:0.5"], "--qps is '2:1:0.5'"),
+        (["perf", "--prefill-tokens", "0", "--decodes", "0"], "empty"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(capsys, args, match):
     code, out, err = cli(capsys, *args)
     assert code == 2
@@ -64,16 +90,30 @@ def test_bad_input_is_one_line_exit_2(capsys, args, match):
 
 def test_bad_trace_from_a_real_process(write_trace):
     trace = write_trace([(5, "x")])
-    p = subprocess.run([sys.executable, "-c", "from llmsched.cli import main; main()", "simulate", "--trace", trace],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-c", "from llmsched.cli import main; main()", "simulate", "--trace", trace],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 2
     assert p.stderr.strip().endswith("line 2: num_decode_tokens is 'x', expected a positive integer")
     assert "Traceback" not in p.stderr and p.stdout == ""
 
 
 def test_perf_json(capsys):
-    code, out, _ = cli(capsys, "perf", "--prefill-tokens", "512", "--decodes", "8", "--prefill-context", "100",
-                       "--decode-context", "2000", "--json")
+    code, out, _ = cli(
+        capsys,
+        "perf",
+        "--prefill-tokens",
+        "512",
+        "--decodes",
+        "8",
+        "--prefill-context",
+        "100",
+        "--decode-context",
+        "2000",
+        "--json",
+    )
     res = json.loads(out)
     assert res["prefill_context"] == 100 and res["decode_context"] == 2000
     assert 30 < res["batch_time_ms"] < 80

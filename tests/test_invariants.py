@@ -17,13 +17,15 @@ PERF = perf_model(RunSpec())
 
 requests_st = st.lists(
     st.tuples(st.floats(0, 30), st.integers(1, 900), st.integers(1, 80), st.sampled_from([0.1, 0.5])),
-    min_size=1, max_size=40,
+    min_size=1,
+    max_size=40,
 )
 
 
 def simulate(policy: str, rows, num_blocks: int, budget: int, seqs: int, limit: float | None):
-    reqs = [Request(i, a, p, d, "paying" if t < 0.2 else "free", t, int(t > 0.2))
-            for i, (a, p, d, t) in enumerate(rows)]
+    reqs = [
+        Request(i, a, p, d, "paying" if t < 0.2 else "free", t, int(t > 0.2)) for i, (a, p, d, t) in enumerate(rows)
+    ]
     p = make_policy(policy)
     cfg = EngineConfig(num_blocks, token_budget=budget, max_num_seqs=seqs, max_model_len=1024, time_limit=limit)
     engine = SimEngine(cfg, p, PERF)
@@ -31,8 +33,13 @@ def simulate(policy: str, rows, num_blocks: int, budget: int, seqs: int, limit: 
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=requests_st, blocks=st.integers(8, 200), budget=st.sampled_from([64, 512, 2048]),
-       seqs=st.integers(1, 16), limit=st.one_of(st.none(), st.floats(1, 20)))
+@given(
+    rows=requests_st,
+    blocks=st.integers(8, 200),
+    budget=st.sampled_from([64, 512, 2048]),
+    seqs=st.integers(1, 16),
+    limit=st.one_of(st.none(), st.floats(1, 20)),
+)
 def test_every_policy_keeps_the_invariants(rows, blocks, budget, seqs, limit):
     for name in POLICIES:
         engine, result = simulate(name, rows, blocks, budget, seqs, limit)
@@ -57,8 +64,7 @@ def test_every_policy_keeps_the_invariants(rows, blocks, budget, seqs, limit):
 
 
 def test_requests_that_can_never_fit_are_rejected_not_dropped():
-    _, result = simulate("sarathi", [(0, 900, 5, 0.5), (0, 10, 5, 0.5)], num_blocks=20, budget=512, seqs=4,
-                         limit=None)
+    _, result = simulate("sarathi", [(0, 900, 5, 0.5), (0, 10, 5, 0.5)], num_blocks=20, budget=512, seqs=4, limit=None)
     states = {r.id: (r.state, r.reason) for r in result.requests}
     assert states[0][0] == REJECTED and "KV blocks" in states[0][1]
     assert states[1][0] == FINISHED

@@ -20,12 +20,32 @@ def test_grid_parsing():
 def test_compare_writes_csv_plots_and_one_html(write_trace, tmp_path, capsys):
     trace = write_trace([(100 + 97 * (i % 40), 5 + i % 9) for i in range(120)])
     out = tmp_path / "cmp"
-    code = run_cli("compare", "--policies", "sarathi,slai", "--qps", "1,3", "--trace", trace, "--workers", "1",
-                   "--tiers", "paying:0.1:tbt=0.1,free:0.9:tbt=0.5", "--out", str(out))
+    code = run_cli(
+        "compare",
+        "--policies",
+        "sarathi,slai",
+        "--qps",
+        "1,3",
+        "--trace",
+        trace,
+        "--workers",
+        "1",
+        "--tiers",
+        "paying:0.1:tbt=0.1,free:0.9:tbt=0.5",
+        "--out",
+        str(out),
+    )
     assert code == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["cdf.png", "compare.csv", "report.html", "slo_attainment.png", "tbt_vs_qps.png",
-                     "ttft_by_prompt_length.png", "ttft_vs_qps.png"]
+    assert names == [
+        "cdf.png",
+        "compare.csv",
+        "report.html",
+        "slo_attainment.png",
+        "tbt_vs_qps.png",
+        "ttft_by_prompt_length.png",
+        "ttft_vs_qps.png",
+    ]
     rows = (out / "compare.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 2 and "paying.p99_itl_ms" in rows[0]
     html = (out / "report.html").read_text()
@@ -33,8 +53,18 @@ def test_compare_writes_csv_plots_and_one_html(write_trace, tmp_path, capsys):
 
 
 def test_reproduce_small(tmp_path, capsys):
-    code = run_cli("reproduce", "--num-requests", "300", "--time-limit", "400", "--workers", "2",
-                   "--out", str(tmp_path / "rep"), "--json")
+    code = run_cli(
+        "reproduce",
+        "--num-requests",
+        "300",
+        "--time-limit",
+        "400",
+        "--workers",
+        "2",
+        "--out",
+        str(tmp_path / "rep"),
+        "--json",
+    )
     assert code == 0
     res = json.loads(capsys.readouterr().out)
     assert set(res["capacity_qps"]) == {"sarathi", "slai"}

@@ -31,6 +31,7 @@ class View:
 def decoding(i, tbt=0.5, prompt=32, priority=1):
     r = Request(i, 0.0, prompt, 100, tbt=tbt, priority=priority)
     r.prefilled = r.computed = prompt
+    r.is_decoding = True
     r.generated = 1
     r.blocks = 3  # room to grow: no block needed for the next token
     r.state = RUNNING
@@ -61,8 +62,7 @@ def test_lst_is_last_end_plus_tbt_minus_offset_batches():
 
 def test_critical_decodes_first_in_deadline_order_capped_by_beta():
     view = View(running=[decoding(i, tbt=0.1 + 0.01 * i) for i in range(6)])
-    p = primed(make_policy("slai-spf-fixed", limit_total_decodes=3, below_memory_limit_offset=0), view,
-               view.running)
+    p = primed(make_policy("slai-spf-fixed", limit_total_decodes=3, below_memory_limit_offset=0), view, view.running)
     view.clock = 10.0  # every decode is overdue
     view.waiting = [Request(99, 0.0, 5000, 5)]
     plan = p.schedule(view)
@@ -131,3 +131,12 @@ def test_victim_is_the_last_paused_prefill_then_the_decode_itself():
     view2.clock = 5.0
     plan = p2.schedule(view2)
     assert plan.preempt == [d] and plan.decodes == []  # no prefill to take from: the decode goes
+
+
+def test_kv_guard_runs_every_decode_above_sixty_percent_kv():
+    view = View(running=[decoding(0, tbt=0.5)], free_blocks=410, total_blocks=1000)  # 59% used
+    p = primed(make_policy("slai-kv-guard"), view, view.running, end=1.0, mean=0.05)
+    assert p.lst[0] == pytest.approx(1.5 - 5 * 0.05)  # stretched below the guard
+    view.free_blocks = 390  # 61% used
+    p.on_batch_done(view, Plan(decodes=[view.running[0]]), 1.0, 1.05)
+    assert p.lst[0] < 1.05  # critical in the very next batch

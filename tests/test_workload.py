@@ -16,26 +16,41 @@ def test_builtin_trace_ships_and_is_valid():
 def test_tiers_parse_and_priority_order():
     tiers = parse_tiers("paying:0.05:tbt=0.1,free:0.95:tbt=0.5:ttft=2")
     assert [(t.name, t.share, t.tbt, t.ttft, t.priority) for t in tiers] == [
-        ("paying", 0.05, 0.1, None, 0), ("free", 0.95, 0.5, 2.0, 1)]
+        ("paying", 0.05, 0.1, None, 0),
+        ("free", 0.95, 0.5, 2.0, 1),
+    ]
     assert parse_tiers(None)[0].tbt == 0.2
 
 
-@pytest.mark.parametrize("spec", ["paying:0.5", "a:0.5:tbt=0.1,b:0.4:tbt=0.1", "a:x:tbt=0.1", "a:1:tbt=-1",
-                                  "a:1:speed=3", "a:0.5:tbt=0.1,a:0.5:tbt=0.1", "a:1:tbt=nan"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "paying:0.5",
+        "a:0.5:tbt=0.1,b:0.4:tbt=0.1",
+        "a:x:tbt=0.1",
+        "a:1:tbt=-1",
+        "a:1:speed=3",
+        "a:0.5:tbt=0.1,a:0.5:tbt=0.1",
+        "a:1:tbt=nan",
+    ],
+)
 def test_bad_tier_specs(spec):
     with pytest.raises(UserError, match="--tiers"):
         parse_tiers(spec)
 
 
-@pytest.mark.parametrize("header,rows,match", [
-    ("num_prefill_tokens", [(5,)], "missing column 'num_decode_tokens'"),
-    ("num_prefill_tokens,num_decode_tokens", [(5, "x")], "line 2: num_decode_tokens is 'x'"),
-    ("num_prefill_tokens,num_decode_tokens", [(5, 3), (0, 3)], "line 3: num_prefill_tokens is '0'"),
-    ("num_prefill_tokens,num_decode_tokens", [(-4, 3)], "positive integer"),
-    ("num_prefill_tokens,num_decode_tokens", [(9000, 3)], "exceeds the model's max length 8192"),
-    ("num_prefill_tokens,num_decode_tokens", [], "no requests"),
-    ("num_prefill_tokens,num_decode_tokens,arrived_at", [(5, 3, "soon")], "arrived_at is 'soon'"),
-])
+@pytest.mark.parametrize(
+    "header,rows,match",
+    [
+        ("num_prefill_tokens", [(5,)], "missing column 'num_decode_tokens'"),
+        ("num_prefill_tokens,num_decode_tokens", [(5, "x")], "line 2: num_decode_tokens is 'x'"),
+        ("num_prefill_tokens,num_decode_tokens", [(5, 3), (0, 3)], "line 3: num_prefill_tokens is '0'"),
+        ("num_prefill_tokens,num_decode_tokens", [(-4, 3)], "positive integer"),
+        ("num_prefill_tokens,num_decode_tokens", [(9000, 3)], "exceeds the model's max length 8192"),
+        ("num_prefill_tokens,num_decode_tokens", [], "no requests"),
+        ("num_prefill_tokens,num_decode_tokens,arrived_at", [(5, 3, "soon")], "arrived_at is 'soon'"),
+    ],
+)
 def test_bad_traces(write_trace, header, rows, match):
     with pytest.raises(UserError, match=match):
         load_trace(write_trace(rows, header), max_model_len=8192)

@@ -114,6 +114,7 @@ REQUEST_COLUMNS = (
     "generated_tokens",
 )
 BATCH_COLUMNS = (
+    "replica",
     "start_s",
     "duration_ms",
     "prefill_tokens",
@@ -151,6 +152,7 @@ def write_outputs(out: Path, result: RunResult, summary: dict) -> None:
         )
     b = result.batches
     batch_rows = zip(
+        b.replica,
         (f"{s:.6f}" for s in b.start),
         (f"{d * 1e3:.4f}" for d in b.duration),
         b.prefill_tokens,

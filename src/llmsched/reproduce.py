@@ -26,13 +26,13 @@ from llmsched.workload import WorkloadConfig
 from llmsched.workload.tiers import PAPER_TIERS
 
 PAPER = {"median_ttft_reduction": 0.53, "capacity_ratio": 1.26}
-BASELINE, SLAI, AGED = "sarathi", "slai", "slai-aged"
+BASELINE, SLAI, GUARD = "sarathi", "slai", "slai-kv-guard"
 
 
 @dataclass
 class Reproduction:
     searches: list[Search]
-    at_baseline: list[dict]  # summaries at the baseline's capacity QPS: sarathi, slai, slai-aged
+    at_baseline: list[dict]  # summaries at the baseline's capacity QPS: sarathi, slai, slai-guard
     details: list[Detail]
 
     def by_policy(self, policy: str) -> dict:
@@ -40,7 +40,7 @@ class Reproduction:
 
     def result(self) -> dict:
         cap = {s.policy: s.capacity for s in self.searches}
-        base, slai, aged = (self.by_policy(p) for p in (BASELINE, SLAI, AGED))
+        base, slai, guard = (self.by_policy(p) for p in (BASELINE, SLAI, GUARD))
         slai_search = next(s for s in self.searches if s.policy == SLAI)
         at_cap = next((p.summary for p in slai_search.points if p.qps == slai_search.capacity), None)
         tiers_at_cap = {
@@ -62,9 +62,9 @@ class Reproduction:
             "capacity_ratio": cap[SLAI] / cap[BASELINE] if cap[BASELINE] else None,
             "median_ttft_reduction": reduction("median_ttft_ms", slai),
             "at_qps": base["qps"],
-            "median_ttft_ms": {p: s["median_ttft_ms"] for p, s in ((BASELINE, base), (SLAI, slai), (AGED, aged))},
-            "p99_ttft_ms": {p: s["p99_ttft_ms"] for p, s in ((BASELINE, base), (SLAI, slai), (AGED, aged))},
-            "aged_median_ttft_reduction": reduction("median_ttft_ms", aged),
+            "median_ttft_ms": {p: s["median_ttft_ms"] for p, s in ((BASELINE, base), (SLAI, slai), (GUARD, guard))},
+            "p99_ttft_ms": {p: s["p99_ttft_ms"] for p, s in ((BASELINE, base), (SLAI, slai), (GUARD, guard))},
+            "kv_guard_median_ttft_reduction": reduction("median_ttft_ms", guard),
             "slai_tiers_at_capacity": tiers_at_cap,
             "queue_growth_at_capacity": {
                 s.policy: next((p.growth for p in s.points if p.qps == s.capacity), None) for s in self.searches
@@ -95,7 +95,7 @@ def paper_specs(trace: str | None, num_requests: int = 16384, time_limit: float 
         max_num_seqs=128,
         time_limit=time_limit,
     )
-    return [base, replace(base, policy=SLAI), replace(base, policy=AGED)]
+    return [base, replace(base, policy=SLAI), replace(base, policy=GUARD)]
 
 
 def reproduce(
@@ -105,8 +105,8 @@ def reproduce(
     time_limit: float | None = 2100.0,
     progress: bool = True,
 ) -> Reproduction:
-    base, slai, aged = paper_specs(trace, num_requests, time_limit)
+    base, slai, guard = paper_specs(trace, num_requests, time_limit)
     searches = search([base, slai], parse_slo(TRUSTED_SLO), executor, progress=progress)
     q = searches[0].capacity or searches[0].lo or 0.1
-    summaries, details = run_grid([base, slai, aged], [q], executor, q, progress=progress)
+    summaries, details = run_grid([base, slai, guard], [q], executor, q, progress=progress)
     return Reproduction(searches, summaries, details)

@@ -29,16 +29,22 @@ class Roofline:
     bytes_rate: float  # effective bytes/s
     overhead_s: float
 
+    def __post_init__(self) -> None:
+        m = self.model  # per-unit costs, computed once: batch_time runs once per simulated batch
+        object.__setattr__(self, "_per_token", 2 * m.layer_params)
+        object.__setattr__(self, "_per_sequence", 2 * m.hidden * m.vocab)  # the LM head: one token per sequence
+        object.__setattr__(self, "_per_pair", 4 * m.layers * m.heads * m.head_dim)
+        object.__setattr__(self, "_kv_bytes", m.kv_bytes_per_token)
+        object.__setattr__(self, "_weight_bytes", m.weight_bytes)
+
     def flops(self, s: BatchShape) -> float:
-        m = self.model
-        sequences = s.num_prefills + s.decodes  # the LM head runs on one token per sequence
-        attn = 4 * m.layers * m.heads * m.head_dim * (s.prefill_pairs + s.decode_context + s.decodes)
-        return 2 * m.layer_params * s.tokens + 2 * m.hidden * m.vocab * sequences + attn
+        attn_pairs = s.prefill_pairs + s.decode_context + s.decodes
+        return (
+            self._per_token * s.tokens + self._per_sequence * (s.num_prefills + s.decodes) + self._per_pair * attn_pairs
+        )
 
     def bytes(self, s: BatchShape) -> float:
-        m = self.model
-        kv = m.kv_bytes_per_token * (s.prefill_context + s.decode_context + s.tokens)  # reads + writes
-        return m.weight_bytes + kv
+        return self._weight_bytes + self._kv_bytes * (s.prefill_context + s.decode_context + s.tokens)  # KV r+w
 
     def batch_time(self, shape: BatchShape) -> float:
         if shape.tokens == 0:

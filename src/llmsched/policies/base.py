@@ -10,7 +10,7 @@ and the properties `remaining_prefill`, `is_decoding`, `finished`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -132,7 +132,7 @@ class BatchBuilder:
         self.seqs += 1
         return self.add_chunk(r, limit)
 
-    def admit_waiting(self, queue: Sequence[Req], whole: bool = False, limit: int | None = None) -> None:
+    def admit_waiting(self, queue: Iterable[Req], whole: bool = False, limit: int | None = None) -> None:
         """Admit from the head of `queue` until one does not fit (head-of-line blocking, as the reference
         engines). Requests that can never fit are rejected rather than left to block the queue.
         whole: admit only prompts that fit the remaining budget entirely (no chunking)."""
@@ -144,9 +144,9 @@ class BatchBuilder:
                 self.plan.reject.append((r, reason))
                 continue
             if whole and r.remaining_prefill > self.room:
-                break
+                return
             if not self.admit(r, limit):
-                break
+                return
 
     def preempt(self, r: Req) -> None:
         self.free += r.blocks

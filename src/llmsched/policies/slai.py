@@ -8,8 +8,9 @@ duration. A batch takes, in order, up to the token budget:
   4. the other decodes by LST, while critical + these stay under `limit_total_decodes`.
 When a decode needs a KV block and none is free, the most recently paused prefill is preempted; if there
 is none, the decode itself is. The offset is fixed, or `below` / `above` the memory limit of KV use.
-The mean batch duration is the cumulative mean of every batch's start-to-end time seen so far (the
-simulator's batch time includes the engine's per-batch overhead, `EngineConfig.cpu_overhead_s`).
+The mean batch duration is the cumulative mean of every batch's start-to-end time seen so far; the reference
+measures it on the wall clock, CPU overhead included, which the simulator's calibrated per-batch overhead stands
+for (docs/slai.md).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ PRESETS: dict[str, SLAIConfig] = {
     "slai-spf-fixed": SLAIConfig(user_priority=False, fixed_offset=True, below_memory_limit_offset=10),
     "slai-spf-dynamic": SLAIConfig(user_priority=False),
     "slai": SLAIConfig(),
-    "slai-aged": SLAIConfig(aging=1000.0),
+    # Anti-starvation (ours): long prompts starve when stretched decodes hold the KV they need; above 60% KV
+    # use every decode runs each batch (an offset beyond any TBT), so KV drains and long prompts get in.
+    "slai-kv-guard": SLAIConfig(memory_limit=0.6, above_memory_limit_offset=100.0),
 }
 
 

@@ -132,21 +132,20 @@ class SimEngine:
         return RunResult(requests, self.log, self.total_blocks, self.now)
 
     def _run_batch(self, plan: Plan, start: float) -> float:
-        chunks, decode_ctx, prefill_tokens = [], 0, 0
+        chunks, prefill_tokens = [], 0
         for r, k in plan.prefills:
             if r.state == WAITING:
                 self._admit(r)
             chunks.append((k, r.computed))
             prefill_tokens += k
-        for r in plan.decodes:
-            decode_ctx += r.computed
+        decodes = plan.decodes
         shape = BatchShape(
             prefill_tokens=prefill_tokens,
             prefill_pairs=sum(k * (ctx + (k + 1) / 2) for k, ctx in chunks),
             prefill_context=sum(ctx for _, ctx in chunks),
             num_prefills=len(chunks),
-            decodes=len(plan.decodes),
-            decode_context=decode_ctx,
+            decodes=len(decodes),
+            decode_context=sum(r.computed for r in decodes),
         )
         end = start + self.perf.batch_time(shape)
         finished = False
@@ -156,16 +155,24 @@ class SimEngine:
             if r.prefilled > r.num_prompt or r.blocks * self.block_size < r.computed:
                 raise RuntimeError(f"{self.policy.name}: request {r.id} prefilled past its prompt or KV")
             if r.prefilled == r.num_prompt:
+                r.is_decoding = True
                 finished |= self._emit(r, end)
+        # The decode loop is the simulator's hot path: one token per running decode per batch, inlined.
         bs = self.block_size
-        for r in plan.decodes:
-            if r.computed + 1 > r.blocks * bs:
+        for r in decodes:
+            c = r.computed + 1
+            if c > r.blocks * bs:
                 if self.free_blocks < 1:
                     raise RuntimeError(f"{self.policy.name}: decode of request {r.id} without a free KV block")
                 self.free_blocks -= 1
                 r.blocks += 1
-            r.computed += 1
-            finished |= self._emit(r, end)
+            r.computed = c
+            g = r.generated + 1
+            r.generated = g
+            r.token_times.append(end)
+            if g >= r.decode_len:
+                self._finish(r, end)
+                finished = True
         if finished:
             self.running = [r for r in self.running if r.state == RUNNING]
         log = self.log
@@ -188,12 +195,15 @@ class SimEngine:
         r.token_times.append(t)
         if r.generated < r.decode_len:
             return False
+        self._finish(r, t)
+        return True
+
+    def _finish(self, r: Request, t: float) -> None:
         r.state = FINISHED
         self.free_blocks += r.blocks
         r.blocks = 0
         if self.on_done is not None:
             self.on_done(r, t)
-        return True
 
     def _admit(self, r: Request) -> None:
         need = self._reserve or blocks_for(r.num_prompt, self.block_size)
@@ -212,6 +222,7 @@ class SimEngine:
             self.running.remove(r)
             self.free_blocks += r.blocks
             r.blocks = r.prefilled = r.computed = 0
+            r.is_decoding = False
             r.num_prompt = r.prompt_len + r.generated
             r.preemptions += 1
             r.state = WAITING

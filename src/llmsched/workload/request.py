@@ -22,6 +22,7 @@ class Request:
     prefilled: int = 0
     generated: int = 0
     computed: int = 0  # tokens whose KV is in the cache
+    is_decoding: bool = False  # prefill (or its recompute) done; kept by the engine, read on the hot path
     blocks: int = 0
     state: str = WAITING
     reason: str = ""
@@ -39,7 +40,3 @@ class Request:
     @property
     def finished(self) -> bool:
         return self.state == FINISHED
-
-    @property
-    def is_decoding(self) -> bool:
-        return self.prefilled >= self.num_prompt

@@ -1,0 +1,172 @@
+"""The `EngineView` a policy reads, built from vLLM v1's scheduler state (pinned to vllm 0.32.x).
+
+Differences from the simulated engine, by design (named in docs/vllm.md and the differential test):
+- vLLM allocates KV blocks chunk by chunk; the policies (like the reference Sarathi engine) reserve a whole
+  prompt on admission. The view presents that reservation: a running prefill "holds" the blocks of its whole
+  prompt, and `free_blocks` is vLLM's free count less the blocks still owed to running prefills. The view is
+  thus conservative, and vLLM's own allocation never fails for a planned batch.
+- vLLM has no admission watermark; the view applies the policy's (1% of the pool by default, as the
+  simulator) so that both engines admit alike.
+- Block size is vLLM's (128 tokens on the CPU backend, 16 on GPUs).
+- The clock is `time.monotonic()`; arrival times are vLLM's (`time.time()` based), used only for ordering.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llmsched.policies.base import OrderKey, blocks_for
+from llmsched.workload.tiers import DEFAULT_TBT, SLOTier, parse_tiers
+
+log = logging.getLogger("llmsched.vllm")
+
+
+@dataclass(frozen=True)
+class TierTable:
+    """Per-request SLO from `SamplingParams(extra_args={"tier": ..., "tbt": ..., "priority": ...})`.
+
+    A request without `tier` is in tier "default" with TBT `default_tbt` (0.2 s, the reference's fallback)
+    and priority after every named tier (0 when no tiers are configured). `tbt` and `priority` in
+    extra_args override the tier's. A malformed value is ignored (logged once), never fatal."""
+
+    tiers: tuple[SLOTier, ...] = ()
+    default_tbt: float = DEFAULT_TBT
+
+    @staticmethod
+    def from_spec(spec: str | None, default_tbt: float = DEFAULT_TBT) -> TierTable:
+        return TierTable(tuple(parse_tiers(spec)) if spec else (), default_tbt)
+
+    def resolve(self, extra: dict[str, Any] | None) -> tuple[str, float, int]:
+        extra = extra or {}
+        name = extra.get("tier")
+        tier = next((t for t in self.tiers if t.name == name), None)
+        tbt = tier.tbt if tier else self.default_tbt
+        priority = tier.priority if tier else len(self.tiers)
+        if "tbt" in extra:
+            v = extra["tbt"]
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0:
+                tbt = float(v)
+            else:
+                _warn_once("tbt", f"extra_args tbt={v!r} is not a positive number of seconds; using {tbt}")
+        if "priority" in extra:
+            v = extra["priority"]
+            if isinstance(v, int) and not isinstance(v, bool):
+                priority = v
+            else:
+                _warn_once("priority", f"extra_args priority={v!r} is not an integer; using {priority}")
+        return (str(name) if name is not None else "default"), tbt, priority
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("llmsched: %s (further such warnings suppressed)", message)
+
+
+class RequestView:
+    """One vLLM `Request` seen through the attributes `policies.base` names. One object per request for its
+    lifetime, so policies may keep it in lists and sets."""
+
+    __slots__ = ("req", "id", "arrival", "prompt_len", "tier", "tbt", "priority", "block_size")
+
+    def __init__(self, req: Any, seq: int, tiers: TierTable, block_size: int) -> None:
+        self.req = req
+        self.id = seq  # an int in arrival order: policies compare ids in heap and sort keys
+        self.arrival = req.arrival_time
+        self.prompt_len = req.num_prompt_tokens
+        params = req.sampling_params
+        self.tier, self.tbt, self.priority = tiers.resolve(params.extra_args if params is not None else None)
+        self.block_size = block_size
+
+    @property
+    def _left(self) -> int:
+        r = self.req
+        return r.num_tokens_with_spec + r.num_output_placeholders - r.num_computed_tokens
+
+    @property
+    def is_decoding(self) -> bool:
+        return self.req.num_output_tokens > 0 and self._left <= 1
+
+    @property
+    def computed(self) -> int:
+        return self.req.num_computed_tokens
+
+    @property
+    def generated(self) -> int:
+        return self.req.num_output_tokens
+
+    @property
+    def num_prompt(self) -> int:
+        """Tokens to prefill: the prompt, plus the tokens generated before a preemption (recompute)."""
+        return self.req.num_computed_tokens if self.is_decoding else self.req.num_tokens
+
+    @property
+    def prefilled(self) -> int:
+        return self.req.num_computed_tokens
+
+    @property
+    def remaining_prefill(self) -> int:
+        return 0 if self.is_decoding else self._left
+
+    @property
+    def held_blocks(self) -> int:
+        """Blocks vLLM has allocated (it allocates for computed tokens)."""
+        return blocks_for(self.req.num_computed_tokens, self.block_size)
+
+    @property
+    def blocks(self) -> int:
+        """Blocks as a whole-prompt-reserving engine would hold them: a running prefill holds its prompt's."""
+        if self.is_decoding:
+            return self.held_blocks
+        if self.req.num_computed_tokens == 0 and self.req.status.name != "RUNNING":
+            return 0
+        return blocks_for(self.req.num_tokens, self.block_size)
+
+    @property
+    def finished(self) -> bool:
+        return self.req.is_finished()
+
+    def __repr__(self) -> str:
+        return f"RequestView({self.req.request_id!r}, id={self.id})"
+
+
+class VLLMView:
+    """An `EngineView` over one scheduling step of a vLLM scheduler."""
+
+    def __init__(
+        self,
+        clock: float,
+        running: list[RequestView],
+        waiting: list[RequestView],
+        free_blocks: int,
+        total_blocks: int,
+        block_size: int,
+        watermark: float,
+        token_budget: int,
+        max_num_seqs: int,
+        max_model_len: int,
+    ) -> None:
+        self.clock = clock
+        self.running = running
+        self.waiting = waiting
+        owed = sum(r.blocks - r.held_blocks for r in running if not r.is_decoding)
+        self.free_blocks = max(0, free_blocks - owed)
+        self.total_blocks = total_blocks
+        self.block_size = block_size
+        self.watermark_blocks = int(watermark * total_blocks)
+        self.token_budget = token_budget
+        self.max_num_seqs = max_num_seqs
+        self.max_model_len = max_model_len
+        self._sorted: dict[OrderKey, list[RequestView]] = {}
+
+    def waiting_by(self, key: OrderKey) -> Sequence[RequestView]:
+        if key not in self._sorted:
+            self._sorted[key] = sorted(self.waiting, key=lambda r: (*key(r), r.id))
+        return self._sorted[key]
