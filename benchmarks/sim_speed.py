@@ -29,8 +29,9 @@ def main() -> None:
     ap.add_argument("--qps", type=float, default=1.2)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    spec = RunSpec(policy=args.policy, workload=WorkloadConfig(trace=args.trace, num_requests=args.num_requests,
-                                                                qps=args.qps))
+    spec = RunSpec(
+        policy=args.policy, workload=WorkloadConfig(trace=args.trace, num_requests=args.num_requests, qps=args.qps)
+    )
     walls, summary = [], {}
     for _ in range(args.repeats):
         t0 = time.perf_counter()
@@ -39,13 +40,25 @@ def main() -> None:
     wall = statistics.median(walls)
     tokens = summary["total_input_tokens"] + summary["total_output_tokens"]
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({
-        "trace": args.trace or "built-in", "policy": args.policy, "requests": args.num_requests, "qps": args.qps,
-        "wall_s_median": round(wall, 2), "wall_s_all": [round(w, 2) for w in walls],
-        "batches": summary["num_batches"], "batches_per_s": round(summary["num_batches"] / wall),
-        "simulated_tokens_per_s": round(tokens / wall), "peak_rss_mib": round(rss_mib),
-        "target_wall_s": 10.0, "wall_vs_target": round(wall / 10.0, 2),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "trace": args.trace or "built-in",
+                "policy": args.policy,
+                "requests": args.num_requests,
+                "qps": args.qps,
+                "wall_s_median": round(wall, 2),
+                "wall_s_all": [round(w, 2) for w in walls],
+                "batches": summary["num_batches"],
+                "batches_per_s": round(summary["num_batches"] / wall),
+                "simulated_tokens_per_s": round(tokens / wall),
+                "peak_rss_mib": round(rss_mib),
+                "target_wall_s": 10.0,
+                "wall_vs_target": round(wall / 10.0, 2),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

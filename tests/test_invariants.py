@@ -32,7 +32,7 @@ def simulate(policy: str, rows, num_blocks: int, budget: int, seqs: int, limit: 
     return engine, engine.run(reqs)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=requests_st,
     blocks=st.integers(8, 200),

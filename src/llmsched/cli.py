@@ -261,14 +261,21 @@ def perf(
 
 
 # Each module in llmsched.commands defines a click command named `command`.
-COMMAND_MODULES: tuple[str, ...] = ("capacity", "compare", "reproduce", "profile", "theory")
-for _name in COMMAND_MODULES:
-    cli.add_command(import_module(f"llmsched.commands.{_name}").command)
+COMMAND_MODULES: tuple[str, ...] = ("capacity", "compare", "reproduce", "profile", "theory", "bench_engine", "model")
+
+
+def register_commands() -> None:
+    """Add the commands of llmsched.commands; at call time, so `python -m llmsched.cli` (whose commands import
+    this module again under its own name) does not import itself in a circle."""
+    for name in COMMAND_MODULES:
+        if name not in cli.commands:
+            cli.add_command(import_module(f"llmsched.commands.{name}").command)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every user error is one line on stderr and exit status 2, without a traceback."""
     try:
+        register_commands()
         cli.main(args=argv, prog_name="llmsched", standalone_mode=False)
     except UserError as e:
         click.echo(f"llmsched: error: {e}", err=True)

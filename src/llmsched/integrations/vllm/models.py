@@ -27,6 +27,7 @@ def _write_atomically(out: Path, build) -> Path:
         raise UserError(f"{out}: exists and is not empty; choose a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
     try:
         build(tmp)
         if out.exists():

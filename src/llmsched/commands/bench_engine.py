@@ -1,0 +1,115 @@
+"""`llmsched bench-engine`: replay a workload into a real in-process vLLM engine, once per policy."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from llmsched.errors import UserError
+from llmsched.policies import POLICIES
+
+
+def parse_engine_policies(text: str) -> list[str]:
+    from llmsched.integrations.vllm.engine import DEFAULT_POLICY
+
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise UserError("--policies is empty")
+    for name in names:
+        if name != DEFAULT_POLICY and name not in POLICIES:
+            raise UserError(
+                f"--policies: unknown policy {name!r}, expected {DEFAULT_POLICY} or one of {', '.join(POLICIES)}"
+            )
+    if len(set(names)) != len(names):
+        raise UserError("--policies: a policy is named twice")
+    return names
+
+
+def model_max_len(model_dir: str) -> int:
+    from llmsched.perf.hf_config import read_hf_config
+
+    cfg = read_hf_config(model_dir)
+    return int(cfg.get("max_position_embeddings") or 2048)
+
+
+def run_policy(setup: Any, policy: str, wl: Any, max_len: int, time_limit: float | None) -> tuple[Any, dict]:
+    """One policy: a fresh engine, the workload replayed on the real clock, the simulator's summary."""
+    import gc
+
+    from llmsched.integrations.vllm.engine import make_engine, replay, scheduler_of
+    from llmsched.metrics import summarize
+    from llmsched.workload import build_requests
+
+    requests, tiers = build_requests(wl, max_len)
+    engine = make_engine(setup, policy)
+    try:
+        result, recorder = replay(engine, requests, seed=wl.seed, time_limit=time_limit)
+        stats = dict(getattr(scheduler_of(engine), "stats", {}))
+    finally:
+        engine.engine_core.shutdown()
+        del engine
+        gc.collect()
+    summary = {"policy": policy, "qps": wl.qps, **summarize(result, tiers)}
+    s = recorder.schedule_s
+    summary["mean_schedule_ms"] = float(sum(s) / len(s) * 1e3) if s else None
+    if stats:
+        summary["plugin"] = stats
+    return result, summary
+
+
+@click.command("bench-engine")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="HF model directory.")
+@click.option(
+    "--policies", default="vllm-default,slai", show_default=True, help="vllm-default and/or llmsched policies."
+)
+@click.option("--qps", type=float, required=True, help="Mean Poisson arrival rate (requests/s).")
+@click.option("--trace", type=click.Path(dir_okay=False), default=None, help="Trace CSV (default: built-in ShareGPT).")
+@click.option("--num-requests", type=int, default=100, show_default=True)
+@click.option("--tiers", type=str, default=None, help='SLO tiers, e.g. "paying:0.05:tbt=0.1,free:0.95:tbt=0.5".')
+@click.option("--token-budget", type=int, default=512, show_default=True, help="max_num_batched_tokens, every policy.")
+@click.option("--max-num-seqs", type=int, default=128, show_default=True)
+@click.option("--kv-cache-gib", type=float, default=2.0, show_default=True, help="VLLM_CPU_KVCACHE_SPACE.")
+@click.option("--time-limit", type=float, default=None, help="Stop each run after this many seconds.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"policies": {name: summary}} only.')
+def command(
+    model_dir: str,
+    policies: str,
+    qps: float,
+    trace: str | None,
+    num_requests: int,
+    tiers: str | None,
+    token_budget: int,
+    max_num_seqs: int,
+    kv_cache_gib: float,
+    time_limit: float | None,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Replay requests (Poisson arrivals, trace lengths, ignore_eos) into an in-process vLLM engine on the
+    real clock, per policy, and print the same summary as `simulate`."""
+    from llmsched.cli import format_summary
+    from llmsched.integrations.vllm.engine import EngineSetup, check_model_dir
+    from llmsched.workload import WorkloadConfig, parse_tiers
+
+    names = parse_engine_policies(policies)
+    for flag, v in (("qps", qps), ("num-requests", num_requests), ("token-budget", token_budget)):
+        if not v > 0:
+            raise UserError(f"--{flag} is {v}, expected a positive number")
+    if max_num_seqs <= 0 or kv_cache_gib <= 0 or (time_limit is not None and time_limit <= 0):
+        raise UserError("--max-num-seqs, --kv-cache-gib and --time-limit must be positive")
+    parse_tiers(tiers)
+    check_model_dir(model_dir)
+    max_len = model_max_len(model_dir)
+    wl = WorkloadConfig(trace=trace, num_requests=num_requests, qps=qps, tiers=tiers, seed=seed)
+    setup = EngineSetup(model_dir, token_budget, max_num_seqs, max_len, kv_cache_gib, tiers=tiers)
+    out: dict[str, dict] = {}
+    for name in names:
+        _, out[name] = run_policy(setup, name, wl, max_len, time_limit)
+        if not as_json:
+            click.echo(format_summary(out[name]))
+            click.echo(f"mean schedule() time {out[name]['mean_schedule_ms']:.3f} ms per step\n")
+    if as_json:
+        click.echo(json.dumps({"policies": out}, sort_keys=True))

@@ -1,0 +1,184 @@
+"""An in-process vLLM engine driven on the real clock: replay a workload's requests at their arrival times and
+record each token's time, giving the simulator's `RunResult` so `metrics.summarize` applies unchanged.
+
+`vllm-default` is vLLM's own scheduler, untouched; any other name is an llmsched policy run through
+`PolicyScheduler`. Both get the same engine settings (token budget, max_num_seqs, KV pool, no prefix caching:
+the prompts are random tokens and caching would only add noise to the comparison).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from llmsched.errors import UserError
+from llmsched.sim.engine import BatchLog, RunResult
+from llmsched.workload.request import FINISHED, REJECTED, UNFINISHED, Request
+
+DEFAULT_POLICY = "vllm-default"
+PLUGIN = "llmsched.integrations.vllm.PolicyScheduler"
+
+
+def vllm_environment(kv_cache_gib: float = 2.0) -> None:
+    """Settings vLLM reads at import or engine start: in-process engine core (so the scheduler is
+    reachable and no subprocess is spawned), the CPU KV pool size, and no model-hub access."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{kv_cache_gib:g}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+@dataclass(frozen=True)
+class EngineSetup:
+    model_dir: str
+    token_budget: int = 512
+    max_num_seqs: int = 128
+    max_model_len: int | None = None
+    kv_cache_gib: float = 2.0
+    num_gpu_blocks: int | None = None  # override vLLM's KV pool (tests use a small one to force preemption)
+    enforce_eager: bool = False  # skip torch.compile: quicker start (tests), slower steps
+    tiers: str | None = None
+    plugin: dict[str, Any] = field(default_factory=dict)  # more `additional_config["llmsched"]` keys
+
+
+def check_model_dir(model_dir: str) -> None:
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise UserError(f"--model {model_dir}: not a model directory (no config.json); see `llmsched model`")
+
+
+def make_engine(setup: EngineSetup, policy: str) -> Any:
+    """An LLMEngine whose scheduler is vLLM's own (`vllm-default`) or `PolicyScheduler` running `policy`."""
+    check_model_dir(setup.model_dir)
+    vllm_environment(setup.kv_cache_gib)
+    from vllm import EngineArgs
+    from vllm.v1.engine.llm_engine import LLMEngine
+
+    plugin = policy != DEFAULT_POLICY
+    args = EngineArgs(
+        model=setup.model_dir,
+        max_num_batched_tokens=setup.token_budget,
+        max_num_seqs=setup.max_num_seqs,
+        max_model_len=setup.max_model_len,
+        enable_prefix_caching=False,
+        enforce_eager=setup.enforce_eager,
+        num_gpu_blocks_override=setup.num_gpu_blocks,
+        scheduler_cls=PLUGIN if plugin else None,
+        additional_config={"llmsched": {"policy": policy, "tiers": setup.tiers, **setup.plugin}} if plugin else {},
+        disable_log_stats=True,
+        seed=0,
+    )
+    return LLMEngine.from_engine_args(args)
+
+
+def scheduler_of(engine: Any) -> Any:
+    return engine.engine_core.engine_core.scheduler
+
+
+@dataclass
+class StepRecorder:
+    """Wraps the scheduler instance's `schedule` (its decisions untouched) to log each step's composition
+    and the time `schedule()` took. A step's 1-token entries count as decodes."""
+
+    sched: Any
+    log: BatchLog = field(default_factory=BatchLog)
+    schedule_s: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        inner: Callable[..., Any] = self.sched.schedule
+        pool = self.sched.kv_cache_manager.block_pool
+        self.total_blocks = pool.num_gpu_blocks - 1
+
+        def schedule(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            out = inner(*args, **kwargs)
+            self.schedule_s.append(time.perf_counter() - t0)
+            n = out.num_scheduled_tokens
+            if n:
+                decodes = sum(1 for v in n.values() if v == 1)
+                self.log.start.append(time.monotonic())
+                self.log.duration.append(0.0)
+                self.log.prefill_tokens.append(out.total_num_scheduled_tokens - decodes)
+                self.log.prefills.append(len(n) - decodes)
+                self.log.decodes.append(decodes)
+                self.log.kv_blocks_used.append(self.total_blocks - pool.get_num_free_blocks())
+                self.log.waiting.append(len(self.sched.waiting))
+                self.log.running.append(len(self.sched.running))
+                self.log.preempted.append(len(out.preempted_req_ids))
+            return out
+
+        self.sched.schedule = schedule
+
+
+def random_prompts(requests: list[Request], vocab: int, seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(3, vocab, size=r.prompt_len).tolist() for r in requests]
+
+
+def replay(
+    engine: Any,
+    requests: list[Request],
+    seed: int = 0,
+    time_limit: float | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> tuple[RunResult, StepRecorder]:
+    """Add each request at its arrival (seconds from the first), step the engine until all are done, and
+    stamp each token with the time the step that produced it returned. Requests are mutated in place."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    sched = scheduler_of(engine)
+    recorder = StepRecorder(sched)
+    vocab = engine.model_config.get_vocab_size()
+    prompts = random_prompts(requests, vocab, seed)
+    order = sorted(range(len(requests)), key=lambda k: (requests[k].arrival, requests[k].id))
+    by_id = {str(r.id): r for r in requests}
+    a0 = requests[order[0]].arrival if requests else 0.0
+    t0 = time.monotonic()
+    i, n = 0, len(order)
+    while i < n or engine.has_unfinished_requests():
+        now = time.monotonic() - t0
+        if time_limit is not None and now >= time_limit:
+            break
+        while i < n and requests[order[i]].arrival - a0 <= now:
+            r = requests[order[i]]
+            params = SamplingParams(
+                max_tokens=r.decode_len,
+                ignore_eos=True,
+                detokenize=False,
+                output_kind=RequestOutputKind.DELTA,
+                extra_args={"tier": r.tier, "tbt": r.tbt, "priority": r.priority},
+            )
+            engine.add_request(str(r.id), {"prompt_token_ids": prompts[order[i]]}, params)
+            i += 1
+        if not engine.has_unfinished_requests():
+            time.sleep(max(0.0, requests[order[i]].arrival - a0 - (time.monotonic() - t0)))
+            continue
+        steps = len(recorder.log)
+        outputs = engine.step()
+        t = time.monotonic() - t0 + a0
+        if len(recorder.log) > steps:
+            recorder.log.duration[-1] = time.monotonic() - recorder.log.start[-1]
+        for o in outputs:
+            r = by_id[o.request_id]
+            k = len(o.outputs[0].token_ids) if o.outputs else 0
+            r.token_times.extend([t] * k)
+            r.generated += k
+            if o.finished:
+                if r.generated >= r.decode_len:
+                    r.state = FINISHED
+                else:
+                    r.state, r.reason = REJECTED, f"finished by the engine after {r.generated} tokens"
+        if on_step is not None:
+            on_step()
+    end = time.monotonic() - t0 + a0
+    recorder.log.start = [s - t0 + a0 for s in recorder.log.start]
+    for r in requests:
+        if r.state not in (FINISHED, REJECTED):
+            r.state, r.reason = UNFINISHED, "time limit reached" if time_limit is not None else "not finished"
+    return RunResult(requests, recorder.log, recorder.total_blocks, end), recorder
