@@ -56,9 +56,11 @@ def test_simulate_json_is_one_object(capsys, write_trace):
 
 def test_simulate_out_writes_files(capsys, write_trace, tmp_path):
     trace = write_trace([(100 + i, 5) for i in range(20)])
-    cli(capsys, "simulate", "--trace", trace, "--out", str(tmp_path / "o"))
+    cli(capsys, "simulate", "--trace", trace, "--out", str(tmp_path / "o"), "--token-times")
     files = sorted(p.name for p in (tmp_path / "o").iterdir())
-    assert files == ["batches.csv", "requests.csv", "summary.json"]
+    assert files == ["batches.csv", "requests.csv", "summary.json", "tokens.csv"]
+    tokens = (tmp_path / "o" / "tokens.csv").read_text().splitlines()
+    assert len(tokens) == 1 + 20 * 5 and tokens[1].startswith("0,0,")
     lines = (tmp_path / "o" / "requests.csv").read_text().splitlines()
     assert len(lines) == 21 and lines[0].startswith("id,arrival_s,tier")
 

@@ -83,6 +83,13 @@ def workload_options(f: Callable) -> Callable:
             default=None,
             help="Stop each run at this simulated time (s), as the paper's 2100 s runs.",
         ),
+        click.option(
+            "--batch-overhead-ms",
+            type=float,
+            default=0.0,
+            show_default=True,
+            help="Host time added to every batch (scheduling, output processing) beyond the perf model.",
+        ),
         click.option("--ttft-slo", type=float, default=None, help="TTFT SLO (s) for goodput."),
         click.option(
             "--replicas",
@@ -125,6 +132,7 @@ def spec_from(policy: str, qps: float, o: dict[str, Any], **policy_options: Any)
         max_num_seqs=o["max_num_seqs"],
         num_blocks=o["num_blocks"],
         time_limit=o["time_limit"],
+        batch_overhead_s=o["batch_overhead_ms"] / 1e3,
         ttft_slo=o["ttft_slo"],
         replicas=o["replicas"],
         router=o["router"],
@@ -149,8 +157,11 @@ def cli() -> None:
     default=None,
     help="Write requests.csv, batches.csv and summary.json here.",
 )
+@click.option("--token-times", is_flag=True, help="With --out: also tokens.csv, every token's timestamp.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (nothing else on stdout).")
-def simulate(policy: str, order: str | None, qps: float, out: str | None, as_json: bool, **o: Any) -> None:
+def simulate(
+    policy: str, order: str | None, qps: float, out: str | None, token_times: bool, as_json: bool, **o: Any
+) -> None:
     """Simulate one policy on one workload and print the summary."""
     from llmsched.metrics import write_outputs
 
@@ -159,7 +170,7 @@ def simulate(policy: str, order: str | None, qps: float, out: str | None, as_jso
     validate(spec)
     result, summary = run(spec)
     if out:
-        write_outputs(Path(out), result, summary)
+        write_outputs(Path(out), result, summary, token_times)
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
     else:

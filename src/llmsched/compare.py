@@ -97,7 +97,7 @@ def run_grid(
 
 def flatten(summary: dict) -> dict:
     """One CSV row: the scalar metrics, plus per-tier ones prefixed by the tier's name."""
-    row = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+    row = {k: v for k, v in summary.items() if not isinstance(v, dict | list)}
     for name, tier in summary.get("tiers", {}).items():
         row.update({f"{name}.{k}": v for k, v in tier.items() if not isinstance(v, dict)})
     return row

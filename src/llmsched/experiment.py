@@ -30,6 +30,7 @@ class RunSpec:
     num_blocks: int | None = None  # None: from GPU memory, utilisation and the model
     block_size: int = 16
     time_limit: float | None = None
+    batch_overhead_s: float = 0.0
     ttft_slo: float | None = None
     replicas: str | None = None  # "4" or "rtx6000ada:2,a100-80gb:2"; None: one replica on `gpu`
     router: str = "round-robin"  # see llmsched.routing.ROUTERS
@@ -50,6 +51,8 @@ def validate(spec: RunSpec) -> None:
         value = getattr(spec, name)
         if value is not None and value <= 0:
             raise UserError(f"--{name.replace('_', '-')} is {value}, expected a positive integer")
+    if spec.batch_overhead_s < 0:
+        raise UserError(f"--batch-overhead-ms is {spec.batch_overhead_s * 1e3:g}, expected >= 0")
     if spec.time_limit is not None and spec.time_limit <= 0:
         raise UserError(f"--time-limit is {spec.time_limit}, expected positive seconds")
     if spec.workload.arrival != "trace" and not spec.workload.qps > 0:
@@ -109,6 +112,7 @@ def engine_config(spec: RunSpec) -> EngineConfig:
         block_size=spec.block_size,
         max_model_len=model.max_len,
         time_limit=spec.time_limit,
+        batch_overhead_s=spec.batch_overhead_s,
     )
 
 

@@ -127,8 +127,9 @@ BATCH_COLUMNS = (
 )
 
 
-def write_outputs(out: Path, result: RunResult, summary: dict) -> None:
-    """requests.csv, batches.csv, summary.json, written to temporary names then renamed."""
+def write_outputs(out: Path, result: RunResult, summary: dict, token_times: bool = False) -> None:
+    """requests.csv, batches.csv, summary.json (and tokens.csv: every token's time), each written to a
+    temporary name then renamed."""
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for r in result.requests:
@@ -166,6 +167,9 @@ def write_outputs(out: Path, result: RunResult, summary: dict) -> None:
     )
     _atomic_csv(out / "requests.csv", REQUEST_COLUMNS, rows)
     _atomic_csv(out / "batches.csv", BATCH_COLUMNS, batch_rows)
+    if token_times:
+        tokens = ((r.id, i, f"{t:.6f}") for r in result.requests for i, t in enumerate(r.token_times))
+        _atomic_csv(out / "tokens.csv", ("id", "token", "time_s"), tokens)
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     tmp.replace(out / "summary.json")

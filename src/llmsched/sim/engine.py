@@ -28,6 +28,9 @@ class EngineConfig:
     watermark: float = 0.01  # fraction of the pool a new admission must leave free
     max_model_len: int = 8192
     time_limit: float | None = None  # stop at this simulated time (seconds); the rest is unfinished
+    # Added to every batch: host-side time (scheduling, output processing) outside the perf model. The
+    # calibrated models already include the measured engine's fixed per-batch cost; use this for what-ifs.
+    batch_overhead_s: float = 0.0
 
 
 @dataclass
@@ -147,7 +150,7 @@ class SimEngine:
             decodes=len(decodes),
             decode_context=sum(r.computed for r in decodes),
         )
-        end = start + self.perf.batch_time(shape)
+        end = start + self.perf.batch_time(shape) + self.cfg.batch_overhead_s
         finished = False
         for r, k in plan.prefills:
             r.prefilled += k
