@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from llmsched.compare import QUANTILES, Detail  # noqa: E402
 
@@ -78,14 +79,20 @@ def plot_details(details: list[Detail], out: Path) -> list[Path]:
     qps = details[0].qps
     paths = []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for d in details:
-        for ax, quantiles in ((axes[0], d.ttft_quantiles_ms), (axes[1], d.itl_quantiles_ms)):
-            for group, values in quantiles.items():
-                if values:
-                    ax.plot(values, QUANTILES, label=f"{d.policy}" + ("" if group == "all" else f" ({group})"))
+    styles = ["-", "--", ":", "-."]
+    for i, d in enumerate(details):
+        color = f"C{i}"
+        if d.ttft_quantiles_ms.get("all"):
+            axes[0].plot(d.ttft_quantiles_ms["all"], QUANTILES, color=color, label=d.policy)
+        groups = [g for g in d.itl_quantiles_ms if g != "all"] or ["all"]  # TBT SLOs are per tier
+        for style, group in zip(styles * 4, groups, strict=False):
+            if d.itl_quantiles_ms[group]:
+                label = d.policy + ("" if group == "all" else f" ({group})")
+                axes[1].plot(d.itl_quantiles_ms[group], QUANTILES, color=color, ls=style, label=label)
     axes[0].set(xlabel="TTFT (ms)", ylabel="CDF", title=f"TTFT at {qps:g} QPS", xscale="log")
     axes[1].set(xlabel="TBT (ms)", ylabel="CDF", title=f"time between tokens at {qps:g} QPS", xscale="log")
     for ax in axes:
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     paths.append(_save(fig, out / "cdf.png"))

@@ -61,6 +61,7 @@ class Reproduction:
             "capacity_qps": cap,
             "capacity_ratio": cap[SLAI] / cap[BASELINE] if cap[BASELINE] else None,
             "median_ttft_reduction": reduction("median_ttft_ms", slai),
+            "slai_beyond_its_capacity_at_qps": base["qps"] > cap[SLAI],
             "at_qps": base["qps"],
             "median_ttft_ms": {p: s["median_ttft_ms"] for p, s in ((BASELINE, base), (SLAI, slai), (GUARD, guard))},
             "p99_ttft_ms": {p: s["p99_ttft_ms"] for p, s in ((BASELINE, base), (SLAI, slai), (GUARD, guard))},

@@ -46,12 +46,17 @@ class Router:
     def route(self, key: object, prompt_tokens: int, decode_tokens: int) -> int:
         """Choose a replica for request `key` and book its load there."""
         i = self.choose(prompt_tokens, decode_tokens)
+        self.book(key, i, prompt_tokens, decode_tokens)
+        return i
+
+    def book(self, key: object, i: int, prompt_tokens: int, decode_tokens: int) -> None:
+        """Book request `key`'s load on replica `i`: `route` does it for its own choice; an adapter whose
+        transport may deliver elsewhere (a replica died) settles and books where the request went."""
         load = self.loads[i]
         load.requests += 1
         load.prompt_tokens += prompt_tokens
         load.decode_tokens += decode_tokens
         self._booked[key] = (i, prompt_tokens, decode_tokens)
-        return i
 
     def settle(self, key: object) -> None:
         """Request `key` left its replica (completed, rejected or cancelled)."""

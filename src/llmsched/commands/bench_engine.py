@@ -73,6 +73,7 @@ def run_policy(setup: Any, policy: str, wl: Any, max_len: int, time_limit: float
 @click.option("--kv-cache-gib", type=float, default=2.0, show_default=True, help="VLLM_CPU_KVCACHE_SPACE.")
 @click.option("--time-limit", type=float, default=None, help="Stop each run after this many seconds.")
 @click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--enforce-eager", is_flag=True, help="Skip torch.compile: quicker start, slower steps (tests).")
 @click.option("--json", "as_json", is_flag=True, help='Print {"policies": {name: summary}} only.')
 def command(
     model_dir: str,
@@ -86,6 +87,7 @@ def command(
     kv_cache_gib: float,
     time_limit: float | None,
     seed: int,
+    enforce_eager: bool,
     as_json: bool,
 ) -> None:
     """Replay requests (Poisson arrivals, trace lengths, ignore_eos) into an in-process vLLM engine on the
@@ -104,7 +106,9 @@ def command(
     check_model_dir(model_dir)
     max_len = model_max_len(model_dir)
     wl = WorkloadConfig(trace=trace, num_requests=num_requests, qps=qps, tiers=tiers, seed=seed)
-    setup = EngineSetup(model_dir, token_budget, max_num_seqs, max_len, kv_cache_gib, tiers=tiers)
+    setup = EngineSetup(
+        model_dir, token_budget, max_num_seqs, max_len, kv_cache_gib, enforce_eager=enforce_eager, tiers=tiers
+    )
     out: dict[str, dict] = {}
     for name in names:
         _, out[name] = run_policy(setup, name, wl, max_len, time_limit)

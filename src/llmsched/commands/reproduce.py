@@ -120,6 +120,8 @@ def command(
     click.echo(f"{'':<42}{'paper':>14}{'llmsched':>12}")
     for label, paper, ours in rows:
         click.echo(f"{label:<42}{paper:>14}{ours:>12}")
+    if res["slai_beyond_its_capacity_at_qps"]:
+        click.echo(f"note: {res['at_qps']:.3f} QPS is beyond SLAI's own capacity: its queue grows there")
     for name, t in res["slai_tiers_at_capacity"].items():
         click.echo(f"SLAI at its capacity, tier {name}: p99 TBT {t['p99_itl_ms']:.0f} ms (SLO {t['tbt_slo_ms']:.0f})")
     click.echo(

