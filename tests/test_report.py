@@ -77,11 +77,48 @@ def test_reproduce_small(tmp_path, capsys):
 def test_compare_and_capacity_with_replicas(write_trace, tmp_path, capsys):
     trace = write_trace([(100 + 31 * (i % 40), 5 + i % 9) for i in range(200)])
     out = tmp_path / "c"
-    assert run_cli("compare", "--policies", "rad", "--replicas", "rtx6000ada:1,a100:1", "--router", "jsq",
-                   "--qps", "2,4", "--trace", trace, "--workers", "1", "--out", str(out)) == 0
+    assert (
+        run_cli(
+            "compare",
+            "--policies",
+            "rad",
+            "--replicas",
+            "rtx6000ada:1,a100:1",
+            "--router",
+            "jsq",
+            "--qps",
+            "2,4",
+            "--trace",
+            trace,
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+        )
+        == 0
+    )
     rows = (out / "compare.csv").read_text().splitlines()
     assert "router" in rows[0] and len(rows) == 3
     capsys.readouterr()
-    assert run_cli("capacity", "--policies", "rad", "--replicas", "2", "--router", "least-work", "--trace", trace,
-                   "--slo", "ttft_p50<=1", "--granularity", "0.2", "--workers", "1", "--json") == 0
+    assert (
+        run_cli(
+            "capacity",
+            "--policies",
+            "rad",
+            "--replicas",
+            "2",
+            "--router",
+            "least-work",
+            "--trace",
+            trace,
+            "--slo",
+            "ttft_p50<=1",
+            "--granularity",
+            "0.2",
+            "--workers",
+            "1",
+            "--json",
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["capacity_qps"]["rad"] > 0

@@ -176,12 +176,12 @@ def test_aborts_untiered_requests_overload_and_policy_faults_lose_no_request(tin
                     engine.add_request(rid, {"prompt_token_ids": [rng.randrange(3, 1000) for _ in range(p)]},
                                        _params(d, extra))  # fmt: skip
                     want[rid] = d
-            if step in (5, 12, 20):  # one running mid-generation, one still waiting
+            if step in (5, 12, 20):  # one running mid-generation, one still waiting (internal ids)
                 running = [r.request_id for r in sched.running if r.num_output_tokens > 0]
                 waiting = [r.request_id for r in sched.waiting]
-                victims = [v for v in (running[:1] + waiting[:1]) if v not in aborted]
-                engine.abort_request(victims)
-                aborted.update(victims)
+                victims = running[:1] + waiting[:1]
+                engine.abort_request(victims, internal=True)
+                aborted.update(v.split("-")[0] for v in victims)
 
         engine.add_request("first", {"prompt_token_ids": [5] * 50}, _params(10))
         want["first"] = 10
@@ -190,6 +190,7 @@ def test_aborts_untiered_requests_overload_and_policy_faults_lose_no_request(tin
             on_step(-1)
             finished.update(_drain(engine, counts, on_step))
         assert len(aborted) >= 3
+        assert any(0 < counts.get(rid, 0) < want[rid] for rid in aborted), "no abort hit a request mid-generation"
         for rid, d in want.items():
             if rid not in aborted:
                 assert counts.get(rid) == d and rid in finished, f"request {rid} lost or short"
@@ -204,7 +205,7 @@ def test_bench_engine_prints_simulate_summary_keys_per_policy(tiny, write_trace,
 
     trace = write_trace([(40 + 37 * i % 300, 1 + i % 12) for i in range(20)])
     argv = ["bench-engine", "--model", tiny, "--trace", trace, "--num-requests", "12", "--qps", "20",
-            "--policies", "vllm-default,slai", "--tiers", "paying:0.5:tbt=0.1,free:0.5:tbt=0.5", "--enforce-eager",
+            "--policies", "vllm-default,slai", "--tiers", "paying:0.5:tbt=0.1,free:0.5:tbt=0.5",
             "--json"]  # fmt: skip
     main(argv)
     out = json.loads(capsys.readouterr().out)

@@ -272,15 +272,25 @@ def perf(
 
 
 # Each module in llmsched.commands defines a click command named `command`.
-COMMAND_MODULES: tuple[str, ...] = ("capacity", "compare", "reproduce", "profile", "theory", "bench_engine", "model")
+COMMAND_MODULES: tuple[str, ...] = (
+    "capacity",
+    "compare",
+    "reproduce",
+    "profile",
+    "theory",
+    "bench_engine",
+    "model",
+    "serve",
+)
 
 
 def register_commands() -> None:
     """Add the commands of llmsched.commands; at call time, so `python -m llmsched.cli` (whose commands import
     this module again under its own name) does not import itself in a circle."""
+    if len(cli.commands) > 2:  # simulate and perf are defined above; the rest is added once
+        return
     for name in COMMAND_MODULES:
-        if name not in cli.commands:
-            cli.add_command(import_module(f"llmsched.commands.{name}").command)
+        cli.add_command(import_module(f"llmsched.commands.{name}").command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,7 @@ from ray.serve.config import RequestRouterConfig
 from ray.serve.exceptions import BackPressureError
 
 from llmsched.integrations.ray_serve.replica import LLMReplica, ReplicaOptions
-from llmsched.integrations.ray_serve.router import LIVE_ROUTERS, LlmschedRouter
+from llmsched.integrations.ray_serve.router import LlmschedRouter
 
 log = logging.getLogger("llmsched.serve")
 APP_NAME = "llmsched"
@@ -47,7 +48,11 @@ class ServeConfig:
 
 
 class ReplicaLost(Exception):
-    pass
+    """The replica serving the request died (HTTP 503)."""
+
+
+class RequestFailed(Exception):
+    """The replica raised while serving the request (HTTP 500): not retried, it would fail again."""
 
 
 api = FastAPI()
@@ -61,10 +66,11 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
 @serve.ingress(api)
 class Ingress:
     def __init__(self, llm: Any, model_dir: str, model_name: str) -> None:
-        from transformers import AutoTokenizer
+        from tokenizers import Tokenizer  # not transformers: a quicker start
 
         self.llm = llm.options(stream=True)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        path = os.path.join(model_dir, "tokenizer.json")
+        self.tokenizer = Tokenizer.from_file(path) if os.path.isfile(path) else None  # then token ids only
         self.model_name = model_name
 
     def _parse(self, body: Any) -> dict[str, Any] | str:
@@ -73,8 +79,10 @@ class Ingress:
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
             prompt = prompt[0]  # a batch of one
+        if isinstance(prompt, str) and prompt and self.tokenizer is None:
+            return "prompt: this model folder has no tokenizer.json; send the prompt as a list of token ids"
         if isinstance(prompt, str) and prompt:
-            ids = self.tokenizer(prompt)["input_ids"]
+            ids = self.tokenizer.encode(prompt).ids
         elif isinstance(prompt, list) and prompt and all(isinstance(t, int) and t >= 0 for t in prompt):
             ids = list(prompt)
         else:
@@ -102,10 +110,14 @@ class Ingress:
                     first = False
                     yield chunk
                 return
-            except (RayActorError, RayError, BackPressureError) as e:
+            except (RayActorError, BackPressureError) as e:
                 if not first or attempt == ATTEMPTS - 1:
                     raise ReplicaLost(f"the replica serving this request failed: {type(e).__name__}") from e
                 log.warning("llmsched: replica failed before the first token (%s); retrying", type(e).__name__)
+            except RayError as e:
+                cause = getattr(e, "cause", None) or e
+                why = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
+                raise RequestFailed(f"the replica could not serve this request: {why}") from e
 
     @api.post("/v1/completions")
     async def completions(self, request: Request) -> Any:
@@ -129,6 +141,8 @@ class Ingress:
                 reason, rank = c["finish_reason"] or reason, c["rank"]
         except ReplicaLost as e:
             return _error(503, str(e), "replica_failed")
+        except RequestFailed as e:
+            return _error(500, str(e), "request_failed")
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
         choice = {"index": 0, "text": "".join(text), "finish_reason": reason, "logprobs": None}
         return {**head, "choices": [choice], "usage": usage, "replica_rank": rank}
@@ -139,17 +153,35 @@ class Ingress:
             async for c in self._chunks(call):
                 n += c["tokens"]
                 choice = {"index": 0, "text": c["text"], "finish_reason": c["finish_reason"], "logprobs": None}
-                yield f"data: {json.dumps({**head, 'choices': [choice], 'replica_rank': c['rank']})}\n\n"
+                event = {**head, "choices": [choice], "replica_rank": c["rank"], "num_tokens": c["tokens"]}
+                yield f"data: {json.dumps(event)}\n\n"
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
             yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n"
-        except ReplicaLost as e:
-            yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'replica_failed', 'code': 503}})}\n\n"
+        except (ReplicaLost, RequestFailed) as e:
+            kind, code = ("replica_failed", 503) if isinstance(e, ReplicaLost) else ("request_failed", 500)
+            yield f"data: {json.dumps({'error': {'message': str(e), 'type': kind, 'code': code}})}\n\n"
         yield "data: [DONE]\n\n"
 
     @api.get("/llmsched/routing")
     def routing(self) -> list[dict[str, Any]]:
         """Each router in this process (one per handle): decisions, bookings and the replicas' reports."""
-        return [r.snapshot() for r in list(LIVE_ROUTERS)]
+        from llmsched.integrations.ray_serve import router  # the module itself, whatever was pickled
+
+        return [r.snapshot() for r in list(router.LIVE_ROUTERS)]
+
+    @api.post("/llmsched/router")
+    async def set_router(self, request: Request) -> Any:
+        """{"router": NAME}: every router in this process switches to NAME (counts restart from zero)."""
+        from llmsched.errors import UserError
+        from llmsched.integrations.ray_serve import router
+
+        body = await request.json()
+        try:
+            for r in list(router.LIVE_ROUTERS):
+                r.set_router(str(body.get("router")))
+        except UserError as e:
+            return _error(400, str(e))
+        return [r.snapshot() for r in list(router.LIVE_ROUTERS)]
 
     @api.get("/health")
     def health(self) -> dict[str, str]:

@@ -3,9 +3,10 @@
 
 Its `record_routing_stats` reports what the router reads: outstanding requests with their prompt and decode
 tokens (decode = max_tokens, as the router books them), the measured capacity `tokens_per_s`, and counts.
-The capacity is measured at start-up: `max_num_seqs` requests of 64 prompt and 16 decode tokens at once,
+The capacity is measured at start-up: `max_num_seqs` requests of 16 prompt and 48 decode tokens at once,
 (prompt + decode tokens) / seconds, i.e. the replica's b*/t(b*) at its full batch; `capacity` in the
-replica's options overrides it.
+replica's options overrides it (the benchmark sets it from the profiled batch-time model, so that the served
+and the simulated routers see the same capacities).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from llmsched.errors import UserError
 log = logging.getLogger("llmsched.serve")
 
 SERVE_POLICIES = ("slai", "sarathi", "sarathi-spf", "vllm-default")
-CALIBRATION = (64, 16)  # prompt, decode tokens of each start-up request
+CALIBRATION = (16, 48)  # prompt, decode tokens of each start-up request: mostly decodes, as served
 
 
 @dataclass(frozen=True)
@@ -92,16 +93,17 @@ class LLMReplica:
         self.policy = policy
         self.outstanding: dict[str, tuple[int, int]] = {}
         self.served = self.completed = self.failed = 0
+        t0 = time.monotonic()
         self.engine = _start_engine(model_dir, policy, self.options, tiers, cpus_per_replica, self.rank, enforce_eager)
+        t1 = time.monotonic()
+        cache = getattr(getattr(self.engine, "vllm_config", None), "cache_config", None)
+        self.kv_blocks = getattr(cache, "num_gpu_blocks", None)
         self.capacity = self.options.capacity or await self._calibrate()
         log.warning(
-            "llmsched replica %s (rank %d): %s, policy %s, capacity %.0f tokens/s",
-            self.replica_id,
-            self.rank,
-            self.options,
-            policy,
-            self.capacity,
-        )
+            "llmsched replica %s (rank %d): %s, policy %s, capacity %.0f tokens/s; engine up in %.1f s, "
+            "capacity in %.1f s",
+            self.replica_id, self.rank, self.options, policy, self.capacity, t1 - t0, time.monotonic() - t1,
+        )  # fmt: skip
 
     async def _calibrate(self) -> float:
         from vllm import SamplingParams
@@ -168,6 +170,8 @@ class LLMReplica:
             "replica_id": self.replica_id,
             "policy": self.policy,
             "max_num_seqs": self.options.max_num_seqs,
+            "token_budget": self.options.token_budget,
+            "kv_blocks": self.kv_blocks,
             "tokens_per_s": self.capacity,
             "requests": len(self.outstanding),
             "prompt_tokens": sum(p for p, _ in self.outstanding.values()),

@@ -61,23 +61,37 @@ class LlmschedRouter(RequestRouter):
         self.routed: Counter[str] = Counter()
         self.completed: Counter[str] = Counter()
         self.moved = 0  # requests that went elsewhere than chosen (the chosen replica refused or died)
-        LIVE_ROUTERS.add(self)
+        # Serve may ship this class by value (cloudpickle), its globals then a copy: register in the module.
+        from llmsched.integrations.ray_serve import router as module
+
+        module.LIVE_ROUTERS.add(self)
+
+    def set_router(self, router: str) -> None:
+        """Switch to another llmsched router; bookings are kept (an operator's, or a benchmark's, switch)."""
+        check_router(router)
+        with self._lock:
+            self.router_name, self._router, self.moved = router, None, 0
+            for counts in (self.chosen, self.routed, self.completed):
+                counts.clear()
 
     # --- replica set -------------------------------------------------------------------------------------
-    def _capacity(self, replica: RunningReplica) -> float:
-        v = (replica.routing_stats or {}).get("tokens_per_s")
-        return float(v) if isinstance(v, int | float) and v > 0 else self.default_capacity
+    def _capacities(self, by_id: dict[ReplicaID, RunningReplica]) -> list[float]:
+        """Reported tokens/s per slot; a replica that has not reported yet gets the others' mean."""
+        reported = [(by_id[rid].routing_stats or {}).get("tokens_per_s") for rid in self._order]
+        known = [float(v) for v in reported if isinstance(v, int | float) and v > 0]
+        fill = sum(known) / len(known) if known else self.default_capacity
+        return [float(v) if isinstance(v, int | float) and v > 0 else fill for v in reported]
 
     def _sync(self, replicas: list[RunningReplica]) -> Router:
         """The llmsched router over exactly these replicas: rebuilt when the set changes (bookings on the
         surviving replicas carried over, those on gone ones dropped), capacities refreshed from the reports."""
         ids = {r.replica_id for r in replicas}
+        by_id = {r.replica_id: r for r in replicas}
         if self._router is None or set(self._order) != ids:
             kept = [rid for rid in self._order if rid in ids]
             new = sorted(ids - set(kept), key=lambda rid: rid.unique_id)
             self._order = kept + new
-            by_id = {r.replica_id: r for r in replicas}
-            self._router = make_router(self.router_name, [self._capacity(by_id[i]) for i in self._order], self.seed)
+            self._router = make_router(self.router_name, self._capacities(by_id), self.seed)
             slot = {rid: i for i, rid in enumerate(self._order)}
             for key, (rid, p, d) in list(self._booked.items()):
                 if rid in slot:
@@ -85,9 +99,8 @@ class LlmschedRouter(RequestRouter):
                 else:
                     del self._booked[key]
         else:
-            by_id = {r.replica_id: r for r in replicas}
-            for load, rid in zip(self._router.loads, self._order, strict=True):
-                load.capacity = self._capacity(by_id[rid])
+            for load, capacity in zip(self._router.loads, self._capacities(by_id), strict=True):
+                load.capacity = capacity
         return self._router
 
     def _unbook(self, key: str) -> None:

@@ -116,6 +116,20 @@ class StepRecorder:
         self.sched.schedule = schedule
 
 
+def warm_up(engine: Any, token_budget: int) -> None:
+    """A few mixed batches before the clock starts: the first batches of a fresh engine compile kernels for
+    new shapes (seconds each on CPU), which would otherwise land in the first policy's measurements."""
+    from vllm import SamplingParams
+
+    rng = np.random.default_rng(0)
+    vocab = engine.model_config.get_vocab_size()
+    for k, n in enumerate((token_budget, token_budget // 2, 300, 40, 17, 5)):
+        prompt = {"prompt_token_ids": rng.integers(3, vocab, size=max(1, n)).tolist()}
+        engine.add_request(f"warmup{k}", prompt, SamplingParams(max_tokens=16, ignore_eos=True, detokenize=False))
+    while engine.has_unfinished_requests():
+        engine.step()
+
+
 def random_prompts(requests: list[Request], vocab: int, seed: int) -> list[list[int]]:
     rng = np.random.default_rng(seed)
     return [rng.integers(3, vocab, size=r.prompt_len).tolist() for r in requests]

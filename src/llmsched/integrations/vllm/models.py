@@ -54,7 +54,7 @@ def _train_tokenizer(vocab_size: int):
     return tok
 
 
-def build_tiny_llama(out: str | Path, seed: int = 0, max_len: int = 2048) -> Path:
+def build_tiny_llama(out: str | Path, seed: int = 0, max_len: int = 4096) -> Path:
     """A 4-layer Llama (hidden 256, head dim 64, 1,024-token BPE vocabulary) with random weights: tests
     only (its text is noise). Deterministic for a seed. Head dim 64 because vLLM's CPU attention kernel
     rejects smaller ones."""

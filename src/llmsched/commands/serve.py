@@ -1,0 +1,144 @@
+"""`llmsched serve`: vLLM replicas scheduling with an llmsched policy, behind an llmsched router, on Ray Serve."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+import click
+
+from llmsched.errors import UserError
+from llmsched.routing import check_router
+
+
+def _positive_int(name: str, text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise UserError(f"--{name} is {text!r}, expected a positive integer")
+    return int(text)
+
+
+@click.command(name="serve")
+@click.option("--model", "model_dir", type=str, required=True, help="Model folder (config.json, weights, tokenizer).")
+@click.option("--replicas", type=str, default="1", show_default=True, help="Number of vLLM replicas.")
+@click.option(
+    "--router",
+    type=str,
+    default="round-robin",
+    show_default=True,
+    help="round-robin, random, jsq, least-work, power-of-two, resource-aware (llmsched.routing).",
+)
+@click.option("--policy", type=str, default="slai", show_default=True, help="slai, sarathi, sarathi-spf, vllm-default.")
+@click.option("--ray-address", type=str, default=None, help="Join this Ray cluster (default: start a local one).")
+@click.option("--host", type=str, default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--max-num-seqs", type=str, default="16", show_default=True, help="Per replica, unless overridden.")
+@click.option("--token-budget", type=str, default="512", show_default=True, help="Tokens per step, per replica.")
+@click.option("--kv-cache-gib", type=str, default="1", show_default=True, help="CPU KV pool per replica (GiB).")
+@click.option(
+    "--replica-options",
+    type=str,
+    multiple=True,
+    help="Once per replica, in rank order: KEY=VALUE,... over the flags above (max_num_seqs, token_budget, "
+    "kv_cache_gib, num_blocks, max_model_len, capacity [tokens/s; default measured], cpus [e.g. 0-1]).",
+)
+@click.option("--tiers", type=str, default=None, help='SLO tiers for the policy, e.g. "paying:0.5:tbt=0.1,free:0.5".')
+@click.option("--cpus-per-replica", type=str, default="1", show_default=True, help="Ray CPUs (and cores) per replica.")
+@click.option("--compile", "compile_", is_flag=True, help="Let vLLM compile the model (slower start, faster steps).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random routers.")
+def command(
+    model_dir: str,
+    replicas: str,
+    router: str,
+    policy: str,
+    ray_address: str | None,
+    host: str,
+    port: int,
+    max_num_seqs: str,
+    token_budget: str,
+    kv_cache_gib: str,
+    replica_options: tuple[str, ...],
+    tiers: str | None,
+    cpus_per_replica: str,
+    compile_: bool,
+    seed: int,
+) -> None:
+    """Serve an OpenAI-style /v1/completions on Ray Serve until Ctrl-C."""
+    cfg = config_from(
+        model_dir, replicas, router, policy, max_num_seqs, token_budget, kv_cache_gib, replica_options, tiers,
+        cpus_per_replica, not compile_, seed,
+    )  # fmt: skip
+    run(cfg, host, port, ray_address)
+
+
+def config_from(
+    model_dir: str,
+    replicas: str,
+    router: str,
+    policy: str,
+    max_num_seqs: str = "16",
+    token_budget: str = "512",
+    kv_cache_gib: str = "1",
+    replica_options: tuple[str, ...] = (),
+    tiers: str | None = None,
+    cpus_per_replica: str = "1",
+    enforce_eager: bool = True,
+    seed: int = 0,
+) -> Any:
+    """Every flag checked (one-line errors) before anything starts."""
+    from llmsched.integrations.ray_serve.replica import SERVE_POLICIES, ReplicaOptions
+
+    n = _positive_int("replicas", replicas)
+    check_router(router)
+    if policy not in SERVE_POLICIES:
+        raise UserError(f"--policy is {policy!r}, expected one of {', '.join(SERVE_POLICIES)}")
+    if tiers:
+        from llmsched.workload.tiers import parse_tiers
+
+        parse_tiers(tiers)
+    base = ReplicaOptions(
+        max_num_seqs=_positive_int("max-num-seqs", max_num_seqs),
+        token_budget=_positive_int("token-budget", token_budget),
+        kv_cache_gib=_positive_int("kv-cache-gib", kv_cache_gib),
+    )
+    if replica_options and len(replica_options) != n:
+        raise UserError(f"--replica-options is given {len(replica_options)} times, expected once per replica ({n})")
+    options = tuple(ReplicaOptions.parse(t, base) for t in replica_options) or (base,) * n
+    cpus = _positive_int("cpus-per-replica", cpus_per_replica)
+    from llmsched.integrations.vllm.engine import check_model_dir
+
+    check_model_dir(model_dir)
+    try:
+        import ray.serve  # noqa: F401
+        import vllm  # noqa: F401
+    except ImportError as e:
+        raise UserError(f"llmsched serve needs Ray Serve and vLLM: pip install 'llmsched[serve]' ({e})") from None
+    from llmsched.integrations.ray_serve.app import ServeConfig
+
+    return ServeConfig(model_dir, options, router, policy, tiers, float(cpus), enforce_eager, seed)
+
+
+def run(cfg: Any, host: str, port: int, ray_address: str | None) -> None:
+    from llmsched.integrations.ray_serve import server
+
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    served = None
+    try:
+        try:
+            served = server.start(cfg, host, port, ray_address)
+        except RuntimeError as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"the app did not start: {first} (see /tmp/ray/session_latest/logs)") from None
+        click.echo(
+            f"llmsched serve: listening on {served.url}/v1/completions ({len(cfg.replicas)} replicas, router "
+            f"{cfg.router}, policy {cfg.policy}; up in {served.startup_s:.1f} s); Ctrl-C stops",
+            err=True,
+        )
+        while not stop.wait(0.5):
+            pass
+        click.echo("llmsched serve: stopping", err=True)
+    finally:
+        server.stop(served)
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,64 @@
+"""The vLLM adapter's pure parts (no vLLM needed): per-request SLO resolution, the reserving view of KV,
+and ModelSpecs from Hugging Face configs."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from llmsched.errors import UserError
+from llmsched.integrations.vllm.view import RequestView, TierTable, VLLMView
+from llmsched.perf.hf_config import spec_from_hf
+
+TIERS = TierTable.from_spec("paying:0.1:tbt=0.05,free:0.9:tbt=0.5")
+
+
+def test_tier_args_resolve_with_documented_defaults():
+    assert TIERS.resolve({"tier": "paying"}) == ("paying", 0.05, 0)
+    assert TIERS.resolve({"tier": "free"}) == ("free", 0.5, 1)
+    assert TIERS.resolve(None) == ("default", 0.2, 2)  # after every named tier
+    assert TIERS.resolve({"tier": "gold"}) == ("gold", 0.2, 2)
+    assert TIERS.resolve({"tier": "free", "tbt": 0.3, "priority": 0}) == ("free", 0.3, 0)
+    assert TierTable().resolve({}) == ("default", 0.2, 0)
+
+
+@pytest.mark.parametrize("extra", [{"tbt": "fast"}, {"tbt": -1}, {"tbt": float("nan")}, {"priority": "high"}])
+def test_malformed_tier_args_are_ignored_not_fatal(extra):
+    assert TIERS.resolve({"tier": "paying", **extra}) == ("paying", 0.05, 0)
+
+
+def _req(prompt, computed, outputs, status="RUNNING"):
+    tokens = prompt + outputs
+    return SimpleNamespace(
+        request_id="r", arrival_time=0.0, num_prompt_tokens=prompt, sampling_params=None,
+        num_tokens=tokens, num_tokens_with_spec=tokens, num_output_placeholders=0,
+        num_computed_tokens=computed, num_output_tokens=outputs, status=SimpleNamespace(name=status),
+        is_finished=lambda: False,
+    )  # fmt: skip
+
+
+def test_request_view_phases_and_reserved_blocks():
+    prefill = RequestView(_req(300, 128, 0), 0, TIERS, 128)  # second chunk pending
+    assert not prefill.is_decoding and prefill.remaining_prefill == 172 and prefill.num_prompt == 300
+    assert prefill.held_blocks == 1 and prefill.blocks == 3  # the view reserves the whole prompt
+    decode = RequestView(_req(300, 305, 6), 1, TIERS, 128)  # 6 tokens out, the 6th not yet computed
+    assert decode.is_decoding and decode.remaining_prefill == 0 and decode.blocks == 3
+    resumed = RequestView(_req(300, 0, 6, "PREEMPTED"), 2, TIERS, 128)  # recompute prompt + outputs
+    assert not resumed.is_decoding and resumed.num_prompt == 306 and resumed.blocks == 0
+    view = VLLMView(0.0, [prefill, decode], [resumed], 10, 20, 128, 0.01, 512, 128, 2048)
+    assert view.free_blocks == 8  # 10 free less the 2 blocks the running prefill is still owed
+    assert view.watermark_blocks == 0
+
+
+def test_spec_from_hf_config(tmp_path):
+    cfg = {"num_hidden_layers": 30, "hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3,
+           "head_dim": 64, "intermediate_size": 1536, "vocab_size": 49152, "max_position_embeddings": 8192}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    spec = spec_from_hf(tmp_path, "smol")
+    assert (spec.layers, spec.hidden, spec.kv_heads, spec.head_dim, spec.max_len) == (30, 576, 3, 64, 8192)
+    assert 130e6 < spec.layer_params + spec.hidden * spec.vocab < 140e6  # SmolLM2-135M (tied embedding)
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "hidden_size": "big"}))
+    with pytest.raises(UserError, match="hidden_size"):
+        spec_from_hf(tmp_path)
