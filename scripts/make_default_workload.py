@@ -212,10 +212,7 @@ def print_report(rows: list[tuple[int, int]], counts: Counts, seconds: float) ->
     print(header)
     for name, values in (("prompt", prompts), ("decode", decodes), ("total", totals)):
         s = describe(values)
-        print(
-            f"{name:8}{s['mean']:9.1f}{s['median']:9.1f}{s['p90']:9.1f}{s['p99']:9.1f}"
-            f"{s['min']:7d}{s['max']:7d}"
-        )
+        print(f"{name:8}{s['mean']:9.1f}{s['median']:9.1f}{s['p90']:9.1f}{s['p99']:9.1f}{s['min']:7d}{s['max']:7d}")
     print(f"elapsed: {seconds:.1f} s")
 
 
