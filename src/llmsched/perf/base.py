@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class BatchShape:
+class BatchShape(NamedTuple):
     """What a forward pass costs depends on: tokens, attention pairs, KV read, and sequence count.
 
     prefill_tokens: tokens of all prefill chunks; prefill_pairs: sum over chunks of the (query, key)
@@ -22,10 +20,10 @@ class BatchShape:
     decodes: int = 0
     decode_context: int = 0
 
-    @staticmethod
-    def of(chunks: list[tuple[int, int]], decode_contexts: list[int]) -> BatchShape:
+    @classmethod
+    def of(cls, chunks: list[tuple[int, int]], decode_contexts: list[int]) -> BatchShape:
         """chunks: (tokens, context before the chunk); decode_contexts: tokens in the cache per decode."""
-        return BatchShape(
+        return cls(
             prefill_tokens=sum(c for c, _ in chunks),
             prefill_pairs=sum(c * (ctx + (c + 1) / 2) for c, ctx in chunks),
             prefill_context=sum(ctx for _, ctx in chunks),

@@ -163,7 +163,7 @@ class Features:
 
     def __init__(self, spec: ModelSpec, shapes: list[BatchShape]) -> None:
         m = spec
-        a = {f.name: np.array([getattr(s, f.name) for s in shapes], dtype=float) for f in fields(BatchShape)}
+        a = {name: np.array([getattr(s, name) for s in shapes], dtype=float) for name in BatchShape._fields}
         tokens = a["prefill_tokens"] + a["decodes"]
         seqs = a["num_prefills"] + a["decodes"]
         self.weight_bytes = np.full(len(shapes), float(m.weight_bytes))

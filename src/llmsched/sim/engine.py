@@ -142,13 +142,13 @@ class SimEngine:
             chunks.append((k, r.computed))
             prefill_tokens += k
         decodes = plan.decodes
-        shape = BatchShape(
-            prefill_tokens=prefill_tokens,
-            prefill_pairs=sum(k * (ctx + (k + 1) / 2) for k, ctx in chunks),
-            prefill_context=sum(ctx for _, ctx in chunks),
-            num_prefills=len(chunks),
-            decodes=len(decodes),
-            decode_context=sum(r.computed for r in decodes),
+        shape = BatchShape(  # positional: this runs once per simulated batch
+            prefill_tokens,
+            sum(k * (ctx + (k + 1) / 2) for k, ctx in chunks) if chunks else 0.0,
+            sum(ctx for _, ctx in chunks) if chunks else 0,
+            len(chunks),
+            len(decodes),
+            sum(r.computed for r in decodes),
         )
         end = start + self.perf.batch_time(shape) + self.cfg.batch_overhead_s
         finished = False
