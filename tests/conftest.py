@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,3 +17,20 @@ def write_trace(tmp_path):
         return str(path)
 
     return write
+
+
+@pytest.fixture(scope="session")
+def random_trace(tmp_path_factory):
+    """A trace of n short random requests (prompts 50-399, decodes 2-59; seed 0), written once per n."""
+    made: dict[int, str] = {}
+
+    def make(n: int) -> str:
+        if n not in made:
+            rng = np.random.default_rng(0)
+            path = tmp_path_factory.mktemp("trace") / f"small{n}.csv"
+            rows = [f"{p},{d}" for p, d in zip(rng.integers(50, 400, n), rng.integers(2, 60, n), strict=True)]
+            path.write_text("num_prefill_tokens,num_decode_tokens\n" + "\n".join(rows) + "\n")
+            made[n] = str(path)
+        return made[n]
+
+    return make

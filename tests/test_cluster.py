@@ -106,12 +106,9 @@ def test_cluster_invariants(policy, router, gpus, jobs, blocks):
 
 
 @pytest.fixture(scope="module")
-def small_trace(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("trace") / "small.csv"
-    rows = [f"{p},{d}" for p, d in zip(rng.integers(50, 400, 3000), rng.integers(2, 60, 3000), strict=True)]
-    path.write_text("num_prefill_tokens,num_decode_tokens\n" + "\n".join(rows) + "\n")
-    return str(path)
+def small_trace(random_trace):
+    """Short requests and (in the specs below) a small KV pool, so runs are quick and memory binds."""
+    return random_trace(3000)
 
 
 def cluster_spec(trace: str, router: str, policy: str = "rad") -> RunSpec:

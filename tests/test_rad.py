@@ -13,13 +13,9 @@ PERF = analytic_model(get_model("mistral-7b"), get_gpu("rtx6000ada"))
 
 
 @pytest.fixture(scope="module")
-def small_trace(tmp_path_factory):
+def small_trace(random_trace):
     """Short requests and (in the specs below) a small KV pool, so runs are quick and memory binds."""
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("trace") / "small.csv"
-    rows = [f"{p},{d}" for p, d in zip(rng.integers(50, 400, 2000), rng.integers(2, 60, 2000), strict=True)]
-    path.write_text("num_prefill_tokens,num_decode_tokens\n" + "\n".join(rows) + "\n")
-    return str(path)
+    return random_trace(2000)
 
 
 def small_spec(trace: str, policy: str = "rad", **kw) -> RunSpec:
