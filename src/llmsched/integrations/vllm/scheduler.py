@@ -45,6 +45,16 @@ from llmsched.workload.tiers import DEFAULT_TBT
 
 log = logging.getLogger("llmsched.vllm")
 _WAITING = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
+# Statuses of requests vLLM's scheduler skips while they wait (grammar, remote KV, streaming input).
+_BLOCKED = frozenset(
+    (
+        RequestStatus.WAITING_FOR_STRUCTURED_OUTPUT_GRAMMAR,
+        RequestStatus.WAITING_FOR_REMOTE_KVS,
+        RequestStatus.WAITING_FOR_STREAMING_REQ,
+    )
+)
+# Neither running nor finished: what may sit in the waiting queue (one set lookup instead of two calls).
+_QUEUED = frozenset(s for s in RequestStatus if s != RequestStatus.RUNNING and not RequestStatus.is_finished(s))
 
 
 class _Fallback(Exception):
@@ -93,11 +103,16 @@ class PolicyScheduler(Scheduler):
 
     def _view(self, clock: float) -> VLLMView:
         pool = self.kv_cache_manager.block_pool
-        blocked = self._is_blocked_waiting_status
+        views, wrap = self._views, self._wrap
+        # Inlined _wrap: this runs over every waiting request at every step.
         return VLLMView(
             clock=clock,
             running=[self._wrap(r) for r in self.running],
-            waiting=[self._wrap(r) for r in self.waiting if not blocked(r.status)],
+            waiting=[
+                v if (v := views.get(r.request_id)) is not None and v.req is r else wrap(r)
+                for r in self.waiting
+                if r.status not in _BLOCKED
+            ],
             free_blocks=pool.get_num_free_blocks(),
             total_blocks=pool.num_gpu_blocks - 1,  # block 0 is vLLM's null block
             block_size=self.block_size,
@@ -189,7 +204,7 @@ class PolicyScheduler(Scheduler):
         self.max_num_scheduled_tokens = budget
         self.running = [r for r in running if r.status == RequestStatus.RUNNING]
         preempted = [r for r in running if r.status in _WAITING]
-        self._set_waiting(preempted + [r for r in waiting if r.status != RequestStatus.RUNNING and not r.is_finished()])
+        self._set_waiting(preempted + [r for r in waiting if r.status in _QUEUED])
 
     def _merge(self, running: list, waiting: list) -> None:
         """After vLLM's step: running in admission order (old, then newly admitted); waiting with the
@@ -198,7 +213,7 @@ class PolicyScheduler(Scheduler):
         admitted = [r for r in self.running if id(r) in was_waiting]
         self.running = [r for r in running if r.status == RequestStatus.RUNNING] + admitted
         preempted = [r for r in running if r.status in _WAITING]
-        self._set_waiting(preempted + [r for r in waiting if r.status != RequestStatus.RUNNING and not r.is_finished()])
+        self._set_waiting(preempted + [r for r in waiting if r.status in _QUEUED])
 
     def _set_waiting(self, requests: list) -> None:
         queue = create_request_queue(self.policy)
