@@ -180,3 +180,14 @@ def add_decodes_preempting(b: BatchBuilder, running: Sequence[Req]) -> None:
             else:
                 b.preempt(r)
                 break
+
+
+def fill_decode_first(b: BatchBuilder, view: EngineView, queue: Iterable[Req]) -> Plan:
+    """Stall-free batching: every running decode, then prefills in progress (in admission order), then new
+    requests from `queue`, each up to what the budget, KV and max_num_seqs leave."""
+    add_decodes_preempting(b, view.running)
+    for r in view.running:
+        if not r.is_decoding and r.id not in b.preempted and b.room > 0:
+            b.add_chunk(r)
+    b.admit_waiting(queue)
+    return b.plan

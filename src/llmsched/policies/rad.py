@@ -11,7 +11,7 @@ The paper names two principles and proves RAD throughput-optimal; it publishes n
 When KV runs out the newest running request is preempted by recompute, as in the reference engines.
 """
 
-from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, add_decodes_preempting
+from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, fill_decode_first
 
 
 class RAD(Policy):
@@ -25,10 +25,4 @@ class RAD(Policy):
         self.tile = tile
 
     def schedule(self, view: EngineView) -> Plan:
-        b = BatchBuilder(view, budget=min(self.tile, view.token_budget))
-        add_decodes_preempting(b, view.running)
-        for r in view.running:
-            if not r.is_decoding and r.id not in b.preempted and b.room > 0:
-                b.add_chunk(r)
-        b.admit_waiting(view.waiting)
-        return b.plan
+        return fill_decode_first(BatchBuilder(view, budget=min(self.tile, view.token_budget)), view, view.waiting)

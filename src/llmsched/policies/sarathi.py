@@ -7,7 +7,7 @@
 """
 
 from llmsched.policies import order
-from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, add_decodes_preempting
+from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, fill_decode_first
 
 
 class Sarathi(Policy):
@@ -20,10 +20,5 @@ class Sarathi(Policy):
         self.order = order
 
     def schedule(self, view: EngineView) -> Plan:
-        b = BatchBuilder(view)
-        add_decodes_preempting(b, view.running)
-        for r in view.running:
-            if not r.is_decoding and r.id not in b.preempted and b.room > 0:
-                b.add_chunk(r)
-        b.admit_waiting(view.waiting_by(order.spf) if self.order == "spf" else view.waiting)
-        return b.plan
+        queue = view.waiting_by(order.spf) if self.order == "spf" else view.waiting
+        return fill_decode_first(BatchBuilder(view), view, queue)
