@@ -47,8 +47,13 @@ class Search:
     done: bool = False
 
     @property
+    def best(self) -> Point | None:
+        """The run at the capacity: the highest passing QPS below the lowest failure."""
+        return max((p for p in self.points if p.passed and p.qps <= self.hi), key=lambda p: p.qps, default=None)
+
+    @property
     def capacity(self) -> float:
-        return max((p.qps for p in self.points if p.passed and p.qps <= self.hi), default=0.0)
+        return self.best.qps if self.best else 0.0
 
 
 def evaluate(spec: RunSpec, slo: SLO) -> Point:

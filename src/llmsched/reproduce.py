@@ -41,15 +41,14 @@ class Reproduction:
     def result(self) -> dict:
         cap = {s.policy: s.capacity for s in self.searches}
         base, slai, guard = (self.by_policy(p) for p in (BASELINE, SLAI, GUARD))
-        slai_search = next(s for s in self.searches if s.policy == SLAI)
-        at_cap = next((p.summary for p in slai_search.points if p.qps == slai_search.capacity), None)
+        slai_best = next(s for s in self.searches if s.policy == SLAI).best
         tiers_at_cap = {
             name: {
                 "p99_itl_ms": t["p99_itl_ms"],
                 "tbt_slo_ms": t["tbt_slo_ms"],
                 "within_slo": t["p99_itl_ms"] is not None and t["p99_itl_ms"] <= t["tbt_slo_ms"],
             }
-            for name, t in (at_cap or {}).get("tiers", {}).items()
+            for name, t in (slai_best.summary if slai_best else {}).get("tiers", {}).items()
         }
 
         def reduction(key: str, other: dict) -> float | None:
@@ -67,9 +66,7 @@ class Reproduction:
             "p99_ttft_ms": {p: s["p99_ttft_ms"] for p, s in ((BASELINE, base), (SLAI, slai), (GUARD, guard))},
             "kv_guard_median_ttft_reduction": reduction("median_ttft_ms", guard),
             "slai_tiers_at_capacity": tiers_at_cap,
-            "queue_growth_at_capacity": {
-                s.policy: next((p.growth for p in s.points if p.qps == s.capacity), None) for s in self.searches
-            },
+            "queue_growth_at_capacity": {s.policy: s.best.growth if s.best else None for s in self.searches},
             "paper": PAPER,
             "slo": TRUSTED_SLO,
             "paper_terms_met_while_queue_grows_qps": {
