@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from functools import cache
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -284,11 +285,10 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+@cache
 def register_commands() -> None:
-    """Add the commands of llmsched.commands; at call time, so `python -m llmsched.cli` (whose commands import
-    this module again under its own name) does not import itself in a circle."""
-    if len(cli.commands) > 2:  # simulate and perf are defined above; the rest is added once
-        return
+    """Add the commands of llmsched.commands, once; at call time, so `python -m llmsched.cli` (whose commands
+    import this module again under its own name) does not import itself in a circle."""
     for name in COMMAND_MODULES:
         cli.add_command(import_module(f"llmsched.commands.{name}").command)
 
