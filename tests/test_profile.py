@@ -12,8 +12,8 @@ import pytest
 
 from llmsched.cli import main
 from llmsched.perf.catalog import MODELS, ModelSpec
-from llmsched.perf.fitted import FAMILIES, builtin_rows, load_profile
-from llmsched.perf.profile_torch import CSV_COLUMNS, grid
+from llmsched.perf.fitted import FAMILIES, OPTIONAL_COLUMNS, PROFILE_COLUMNS, builtin_rows, load_profile
+from llmsched.perf.profile_torch import grid
 
 TINY = ModelSpec("tiny", layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=128, vocab=256, max_len=512)
 
@@ -80,7 +80,7 @@ def test_cpu_profile_writes_a_csv_that_perf_model_loads(
     assert "profile tiny on cpu" in printed.err  # the progress bar, on stderr
     with open(out, newline="") as f:
         reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames or ()) == CSV_COLUMNS
+        assert tuple(reader.fieldnames or ()) == (*PROFILE_COLUMNS, *OPTIONAL_COLUMNS)
         recs = list(reader)
     assert len(recs) == len(grid("quick"))
     for r in recs:

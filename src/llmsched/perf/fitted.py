@@ -24,6 +24,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
@@ -89,6 +91,20 @@ def load_profile(path: str | Path, model: str | None = None) -> list[ProfileRow]
     if not any(r.prefill_tokens for r in rows):
         raise UserError(f"{path}: no prefill rows (prefill_tokens > 0)" + (f" for model {model!r}" if model else ""))
     return rows
+
+
+def write_profile(out: Path, model: str, rows: Iterable[tuple[int, int, int, int, Sequence[float]]]) -> None:
+    """The profile CSV every profiler writes: one row per (prefill tokens, prefill context, decodes, decode
+    context, times in ms); written to a temporary file and renamed, so a profile is never half-written."""
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow((*PROFILE_COLUMNS, *OPTIONAL_COLUMNS))
+        for prefill, prefill_ctx, decodes, decode_ctx, times_ms in rows:
+            t = np.asarray(times_ms, dtype=float)
+            w.writerow((model, prefill, prefill_ctx, decodes, decode_ctx, f"{np.median(t):.4f}", f"{t.min():.4f}",
+                        f"{np.percentile(t, 90):.4f}", len(t)))  # fmt: skip
+    tmp.replace(out)
 
 
 def _profile_row(path: Path, line: int, rec: dict, optional: list[str]) -> ProfileRow:

@@ -11,10 +11,8 @@ of `llmsched.perf.fitted` (mixed rows included). torch is imported lazily: it is
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -22,22 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from llmsched.errors import UserError
 from llmsched.perf.catalog import ModelSpec
-
-CSV_COLUMNS = (
-    "model",
-    "prefill_tokens",
-    "prefill_context",
-    "decodes",
-    "decode_context",
-    "batch_ms_median",
-    "batch_ms_min",
-    "batch_ms_p90",
-    "reps",
-)
+from llmsched.perf.fitted import write_profile
 
 
 @dataclass(frozen=True)
@@ -88,20 +73,10 @@ class Timing:
     shape: Shape
     times_ms: tuple[float, ...]
 
-    def row(self, model: str) -> dict[str, Any]:
-        t = np.array(self.times_ms)
+    @property
+    def columns(self) -> tuple[int, int, int, int, tuple[float, ...]]:
         s = self.shape
-        return {
-            "model": model,
-            "prefill_tokens": s.prefill_tokens,
-            "prefill_context": s.prefill_context,
-            "decodes": s.decodes,
-            "decode_context": s.decode_context,
-            "batch_ms_median": f"{np.median(t):.4f}",
-            "batch_ms_min": f"{t.min():.4f}",
-            "batch_ms_p90": f"{np.percentile(t, 90):.4f}",
-            "reps": len(t),
-        }
+        return s.prefill_tokens, s.prefill_context, s.decodes, s.decode_context, self.times_ms
 
 
 def import_torch() -> Any:
@@ -360,7 +335,7 @@ def run_profile(
         bar.close()
     if not timings:
         raise UserError(f"no shape was measured (budget {budget_s} s, {len(skipped)} out of memory); nothing written")
-    _write_csv(out, spec.name, timings)
+    write_profile(out, spec.name, (t.columns for t in timings))
     return ProfileResult(
         timings,
         skipped,
@@ -369,14 +344,3 @@ def run_profile(
         time.perf_counter() - t_start,
         "sdpa enable_gqa" if gqa_native else "sdpa, K/V repeated per query head",
     )
-
-
-def _write_csv(out: Path, model: str, timings: list[Timing]) -> None:
-    """Written to a temporary file and renamed: never a half-written profile."""
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        for t in timings:
-            w.writerow(t.row(model))
-    tmp.replace(out)

@@ -11,7 +11,6 @@ is what one batch costs the real engine (the simulator's batch time includes the
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +75,7 @@ def run_profile(model_dir: str, out: str, budget_s: float | None) -> None:
     `out` with suffix `.fit.json`. With `budget_s`, stop measuring after that many seconds (what was
     measured is kept; at least one decode row is needed for a fit)."""
     from llmsched.integrations.vllm.engine import EngineSetup, make_engine, scheduler_of
-    from llmsched.perf.fitted import fit, load_profile, save_fit
+    from llmsched.perf.fitted import fit, load_profile, save_fit, write_profile
     from llmsched.perf.hf_config import model_name, register, spec_from_hf
 
     spec = register(spec_from_hf(model_dir))
@@ -95,16 +94,8 @@ def run_profile(model_dir: str, out: str, budget_s: float | None) -> None:
     if not any(r.decodes for r in rows):
         raise UserError(f"--budget-s {budget_s}: too short to measure any decode row")
     path = Path(out)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "prefill_tokens", "prefill_context", "decodes", "decode_context", "batch_ms_median",
-                    "batch_ms_min", "batch_ms_p90", "reps"])  # fmt: skip
-        for r in rows:
-            t = np.array(r.times_ms)
-            w.writerow([model_name(model_dir), r.prefill_tokens, r.prefill_context, r.decodes, r.decode_context,
-                        f"{np.median(t):.4f}", f"{t.min():.4f}", f"{np.percentile(t, 90):.4f}", len(t)])  # fmt: skip
-    tmp.replace(path)
+    write_profile(path, model_name(model_dir), ((r.prefill_tokens, r.prefill_context, r.decodes, r.decode_context,
+                                                 r.times_ms) for r in rows))  # fmt: skip
     params = fit(load_profile(path, spec.name), spec, source=path.name)
     save_fit(params, path.with_suffix(".fit.json"))
 
