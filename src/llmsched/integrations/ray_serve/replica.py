@@ -208,20 +208,9 @@ def _start_engine(
     from vllm import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    from llmsched.integrations.vllm.engine import DEFAULT_POLICY, PLUGIN
+    from llmsched.integrations.vllm.engine import EngineSetup, engine_args
 
-    plugin = policy != DEFAULT_POLICY
-    args = AsyncEngineArgs(
-        model=model_dir,
-        max_num_batched_tokens=o.token_budget,
-        max_num_seqs=o.max_num_seqs,
-        max_model_len=o.max_model_len,
-        enable_prefix_caching=False,
-        enforce_eager=enforce_eager,
-        num_gpu_blocks_override=o.num_blocks,
-        scheduler_cls=PLUGIN if plugin else None,
-        additional_config={"llmsched": {"policy": policy, "tiers": tiers}} if plugin else {},
-        disable_log_stats=True,
-        seed=0,
-    )
+    setup = EngineSetup(model_dir, o.token_budget, o.max_num_seqs, o.max_model_len, o.kv_cache_gib, o.num_blocks,
+                        enforce_eager, tiers)  # fmt: skip
+    args = AsyncEngineArgs(**engine_args(setup, policy))
     return AsyncLLM.from_engine_args(args)

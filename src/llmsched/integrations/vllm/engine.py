@@ -53,15 +53,11 @@ def check_model_dir(model_dir: str) -> None:
         raise UserError(f"--model {model_dir}: not a model directory (no config.json); see `llmsched model`")
 
 
-def make_engine(setup: EngineSetup, policy: str) -> Any:
-    """An LLMEngine whose scheduler is vLLM's own (`vllm-default`) or `PolicyScheduler` running `policy`."""
-    check_model_dir(setup.model_dir)
-    vllm_environment(setup.kv_cache_gib)
-    from vllm import EngineArgs
-    from vllm.v1.engine.llm_engine import LLMEngine
-
+def engine_args(setup: EngineSetup, policy: str) -> dict[str, Any]:
+    """vLLM engine arguments for `policy`: vLLM's own scheduler (`vllm-default`) or `PolicyScheduler` running it.
+    Shared by the in-process LLMEngine here and the AsyncLLM of each Ray Serve replica."""
     plugin = policy != DEFAULT_POLICY
-    args = EngineArgs(
+    return dict(
         model=setup.model_dir,
         max_num_batched_tokens=setup.token_budget,
         max_num_seqs=setup.max_num_seqs,
@@ -74,7 +70,16 @@ def make_engine(setup: EngineSetup, policy: str) -> Any:
         disable_log_stats=True,
         seed=0,
     )
-    return LLMEngine.from_engine_args(args)
+
+
+def make_engine(setup: EngineSetup, policy: str) -> Any:
+    """An in-process LLMEngine whose scheduler is vLLM's own or `PolicyScheduler` running `policy`."""
+    check_model_dir(setup.model_dir)
+    vllm_environment(setup.kv_cache_gib)
+    from vllm import EngineArgs
+    from vllm.v1.engine.llm_engine import LLMEngine
+
+    return LLMEngine.from_engine_args(EngineArgs(**engine_args(setup, policy)))
 
 
 def scheduler_of(engine: Any) -> Any:
