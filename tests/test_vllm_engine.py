@@ -136,6 +136,7 @@ def test_slai_makes_the_same_per_step_decisions_in_vllm_and_in_the_simulator(tin
     assert counts == {str(i): d for i, d in enumerate(DECODES)}
     assert sum(result.batches.preempted) > 0, "the scenario should exercise preemption"
     assert stats["fallback_steps"] == 0 and stats["mismatched_steps"] == 0
+    assert stats["resyncs"] == 0, "the plugin's copy of the waiting queue fell out of step with vLLM's"
     assert len(vllm_steps) == len(policy.steps)
     for k, (real, sim) in enumerate(zip(vllm_steps, policy.steps, strict=True)):
         assert real == sim, f"step {k}: vLLM scheduled {real}, the simulator {sim}"
@@ -170,6 +171,8 @@ def test_aborts_untiered_requests_overload_and_policy_faults_lose_no_request(tin
         counts: dict[str, int] = {}
 
         def on_step(step):
+            # the plugin's waiting queue (views) is vLLM's, in vLLM's order, after every step
+            assert [w.req for w in sched._queue.fcfs] == list(sched.waiting)
             for _ in range(2):
                 if queue:
                     rid, p, d, extra = queue.pop(0)
@@ -195,7 +198,9 @@ def test_aborts_untiered_requests_overload_and_policy_faults_lose_no_request(tin
             if rid not in aborted:
                 assert counts.get(rid) == d and rid in finished, f"request {rid} lost or short"
         assert not sched.running and not sched.waiting and not sched.requests
+        assert not sched._queue and not sched._prefilling and not sched._views
         assert sched.stats["fallback_steps"] >= 1 and sched.stats["policy_steps"] > sched.stats["fallback_steps"]
+        assert sched.stats["resyncs"] == sched.stats["fallback_steps"], "hooks missed a change to vLLM's queue"
     finally:
         engine.engine_core.shutdown()
 

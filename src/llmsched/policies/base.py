@@ -92,8 +92,10 @@ class BatchBuilder:
     def decode_blocks(self, r: Req) -> int:
         return 1 if r.computed + 1 > r.blocks * self.view.block_size else 0
 
-    def add_decode(self, r: Req) -> bool:
-        need = self.decode_blocks(r)
+    def add_decode(self, r: Req, need: int | None = None) -> bool:
+        """One decode token; `need` is `decode_blocks(r)` when the caller has it already."""
+        if need is None:
+            need = self.decode_blocks(r)
         if self.room < 1 or need > self.free:
             return False
         self.free -= need

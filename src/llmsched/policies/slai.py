@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from operator import itemgetter
 
 from llmsched.policies import order as orders
 from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, Req
@@ -43,6 +44,9 @@ PRESETS: dict[str, SLAIConfig] = {
     # use every decode runs each batch (an offset beyond any TBT), so KV drains and long prompts get in.
     "slai-kv-guard": SLAIConfig(memory_limit=0.6, above_memory_limit_offset=100.0),
 }
+
+
+_request_of = itemgetter(3)  # of a decode-queue entry (LST, arrival, id, request)
 
 
 class SLAI(Policy):
@@ -85,6 +89,8 @@ class SLAI(Policy):
                 b.add_chunk(r)
         b.admit_waiting(view.waiting if self.order is None else view.waiting_by(self.order))
         relaxed = 0
+        if self._take_all_if_they_fit(b, critical):
+            return b.plan
         while self.decode_queue and b.room > 0 and critical + relaxed < beta:
             lst = self.decode_queue[0][0]
             r = self._pop()
@@ -92,19 +98,31 @@ class SLAI(Policy):
                 relaxed += 1
         return b.plan
 
+    def _take_all_if_they_fit(self, b: BatchBuilder, taken: int) -> bool:
+        """The common steady state: every queued decode fits the budget, beta and KV (each needs at most one
+        block), so the loop below would take them all, whatever their order; take them in one pass."""
+        live = [e for e in self.decode_queue if self.lst.get(e[2]) == e[0]]
+        if not live or len(live) > min(b.room, b.free) or taken + len(live) > self.cfg.limit_total_decodes:
+            return False
+        self.decode_queue = []
+        b.plan.decodes.extend(map(_request_of, live))
+        b.tokens += len(live)
+        return True
+
     def _pop(self) -> Req | None:
         lst, _, rid, r = heapq.heappop(self.decode_queue)
         return r if self.lst.get(rid) == lst else None  # stale entries were superseded or removed
 
     def _add_decode(self, b: BatchBuilder, r: Req) -> bool:
         """Slot for one decode; out of KV, preempt the last paused prefill, else the decode itself."""
-        while b.decode_blocks(r) > b.free:
+        need = b.decode_blocks(r)
+        while need > b.free:
             victim = next((p for p in reversed(self.paused) if p.id not in b.preempted), None)
             if victim is None:
                 b.preempt(r)
                 return False
             b.preempt(victim)
-        return b.add_decode(r)
+        return b.add_decode(r, need)
 
     def on_batch_done(self, view: EngineView, plan: Plan, start: float, end: float) -> None:
         self.batches += 1
@@ -126,11 +144,21 @@ class SLAI(Policy):
                 self._requeue(r, end)
             else:
                 self.paused.append(r)
-        for r in plan.decodes:
-            if r.finished or r.id in (p.id for p in plan.preempt):
-                self.lst.pop(r.id, None)
+        preempted = {p.id for p in plan.preempt}
+        early = self.offset * self.mean_batch
+        again, lsts = [], self.lst
+        for r in plan.decodes:  # the hot loop: _requeue inlined
+            if r.finished or r.id in preempted:
+                lsts.pop(r.id, None)
             else:
-                self._requeue(r, end)
+                lst = lsts[r.id] = end + r.tbt - early
+                again.append((lst, r.arrival, r.id, r))
+        if self.decode_queue:
+            for e in again:
+                heapq.heappush(self.decode_queue, e)
+        else:  # every decode ran: one heapify (stale entries are skipped when popped)
+            heapq.heapify(again)
+            self.decode_queue = again
 
     def _requeue(self, r: Req, end: float) -> None:
         lst = end + r.tbt - self.offset * self.mean_batch

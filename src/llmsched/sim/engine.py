@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from llmsched.perf.base import BatchShape, PerfModel
 from llmsched.policies.base import OrderKey, Plan, Policy, blocks_for
-from llmsched.sim.waitqueue import WaitQueue
+from llmsched.waitqueue import WaitQueue
 from llmsched.workload.request import FINISHED, REJECTED, RUNNING, UNFINISHED, WAITING, Request
 
 

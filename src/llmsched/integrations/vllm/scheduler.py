@@ -34,17 +34,20 @@ import logging
 import time
 from typing import Any
 
+from vllm.v1.core.sched.interface import PauseState
 from vllm.v1.core.sched.request_queue import SchedulingPolicy, create_request_queue
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
 from vllm.v1.request import RequestStatus
 
-from llmsched.integrations.vllm.view import RequestView, TierTable, VLLMView
+from llmsched.integrations.vllm.view import RequestView, RunningViews, TierTable, VLLMView
 from llmsched.policies import Plan, make_policy
+from llmsched.waitqueue import WaitQueue
 from llmsched.workload.tiers import DEFAULT_TBT
 
 log = logging.getLogger("llmsched.vllm")
 _WAITING = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
+_RUNNING = RequestStatus.RUNNING
 # Statuses of requests vLLM's scheduler skips while they wait (grammar, remote KV, streaming input).
 _BLOCKED = frozenset(
     (
@@ -76,18 +79,27 @@ class PolicyScheduler(Scheduler):
         self.watermark = float(cfg.get("watermark", 0.01))
         self.record_steps = bool(cfg.get("record_steps", False))
         self.step_log: list[dict[str, int]] = []
-        self.stats = {"steps": 0, "policy_steps": 0, "fallback_steps": 0, "mismatched_steps": 0, "rejected": 0}
+        self.stats = {
+            "steps": 0, "policy_steps": 0, "fallback_steps": 0, "mismatched_steps": 0, "rejected": 0, "resyncs": 0,
+        }  # fmt: skip
         self._views: dict[str, RequestView] = {}
+        # vLLM's waiting queue as RequestViews, kept in step with it by the hooks below (add, preempt, free,
+        # admission), so a step costs O(running + admitted), not O(waiting).
+        self._queue = WaitQueue()
+        self._prefilling: dict[str, RequestView] = {}  # running requests not yet decoding (few)
         self._freed: list[str] = []
         self._seq = 0
-        self._inflight: tuple[float, dict[str, int] | None, dict[str, bool]] | None = None
+        self._inflight: tuple[float, Plan | None, bool, set[str]] | None = None
         self._rejected: list[Any] = []
         self._logged: set[str] = set()
 
     # --- requests ----------------------------------------------------------------------------------------
     def add_request(self, request: Any) -> None:
         super().add_request(request)
-        self._wrap(request)
+        if self.requests.get(request.request_id) is request and request.status in _QUEUED:
+            w = self._wrap(request)
+            if w not in self._queue:
+                self._queue.append(w)
 
     def _wrap(self, req: Any) -> RequestView:
         w = self._views.get(req.request_id)
@@ -97,22 +109,41 @@ class PolicyScheduler(Scheduler):
             self._views[req.request_id] = w
         return w
 
+    def _preempt_request(self, request: Any, *args: Any, **kwargs: Any) -> None:
+        super()._preempt_request(request, *args, **kwargs)
+        w = self._wrap(request)
+        w.is_decoding = False
+        self._prefilling.pop(request.request_id, None)
+        if w not in self._queue:
+            self._queue.push_front(w)
+
     def _free_request(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        w = self._views.get(request.request_id)
+        if w is not None and w in self._queue:
+            self._queue.remove(w)
+        self._prefilling.pop(request.request_id, None)
         self._freed.append(request.request_id)  # the view object lives until the policy has seen the batch
         return super()._free_request(request, *args, **kwargs)
 
+    def _resync(self) -> None:
+        """Rebuild the mirrored queue from vLLM's (after a step in vLLM's own order, or a path not hooked)."""
+        self.stats["resyncs"] += 1
+        self._queue = WaitQueue()
+        for r in self.waiting:
+            self._queue.append(self._wrap(r))
+        self._prefilling = {}
+        for r in self.running:
+            w = self._wrap(r)
+            w.refresh()
+            if not w.is_decoding:
+                self._prefilling[r.request_id] = w
+
     def _view(self, clock: float) -> VLLMView:
         pool = self.kv_cache_manager.block_pool
-        views, wrap = self._views, self._wrap
-        # Inlined _wrap: this runs over every waiting request at every step.
         return VLLMView(
             clock=clock,
-            running=[self._wrap(r) for r in self.running],
-            waiting=[
-                v if (v := views.get(r.request_id)) is not None and v.req is r else wrap(r)
-                for r in self.waiting
-                if r.status not in _BLOCKED
-            ],
+            running=RunningViews(self.running, self._wrap),
+            waiting=self._queue.fcfs,
             free_blocks=pool.get_num_free_blocks(),
             total_blocks=pool.num_gpu_blocks - 1,  # block 0 is vLLM's null block
             block_size=self.block_size,
@@ -120,55 +151,62 @@ class PolicyScheduler(Scheduler):
             token_budget=self.max_num_scheduled_tokens,
             max_num_seqs=self.max_num_running_reqs,
             max_model_len=self.max_model_len,
+            by=self._queue.by,
+            prefilling=self._prefilling.values(),
         )
 
     # --- one step ----------------------------------------------------------------------------------------
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         self.stats["steps"] += 1
         start = time.monotonic()
-        running, waiting, budget = list(self.running), list(self.waiting), self.max_num_scheduled_tokens
-        decoding = {r.request_id: self._wrap(r).is_decoding for r in running}
-        planned: dict[str, int] | None = None
+        plan: Plan | None = None
+        saved = None
         try:
             self._check_supported()
-            view = self._view(start)
-            plan = self.llm_policy.schedule(view)
-            if not (plan.prefills or plan.decodes) and not plan.reject and (view.running or view.waiting):
+            if len(self._queue) != len(self.waiting):
+                self._resync()
+            plan = self.llm_policy.schedule(self._view(start))
+            if not (plan.prefills or plan.decodes) and not plan.reject and (self.running or self.waiting):
                 raise _Fallback("the policy planned nothing while requests are queued")
-            planned = self._apply(plan)
+            saved, planned = self._apply(plan)
         except Exception as e:  # never stop the engine: this step goes to vLLM's own order
             self._log_once(type(e).__name__ + str(e)[:40], "llmsched: falling back to vLLM's order for a step: %r", e)
-            self._restore(running, waiting, budget)
-            planned = None
-        try:
+            plan = None
+        if plan is None:
+            decoding = {r.request_id for r in self.running if self._wrap(r).is_decoding}
             out = super().schedule(*args, **kwargs)
-        finally:
-            if planned is not None:
-                self.max_num_scheduled_tokens = budget
-                self._merge(running, waiting)
-        self.stats["policy_steps" if planned is not None else "fallback_steps"] += 1
-        if planned is not None and planned != out.num_scheduled_tokens:
-            self.stats["mismatched_steps"] += 1
-            self._log_once(
-                "mismatch", "llmsched: vLLM ran %s where the plan said %s", out.num_scheduled_tokens, planned
-            )
+            self._resync()
+            self.stats["fallback_steps"] += 1
+            self._inflight = (start, None, False, decoding)
+        else:
+            try:
+                out = super().schedule(*args, **kwargs)
+            finally:
+                self._restore(*saved)
+            matched = planned == out.num_scheduled_tokens
+            if not matched:
+                self.stats["mismatched_steps"] += 1
+                ran = out.num_scheduled_tokens
+                self._log_once("mismatch", "llmsched: vLLM ran %s where the plan said %s", ran, planned)
+            self.stats["policy_steps"] += 1
+            self._inflight = (start, plan, matched, {w.req.request_id for w in plan.decodes} if not matched else set())
         if self.record_steps:
             self.step_log.append(dict(out.num_scheduled_tokens))
-        self._inflight = (start, planned, decoding)
         return out
 
     def _check_supported(self) -> None:
-        from vllm.v1.core.sched.interface import PauseState
-
         if self.connector is not None or self.ec_connector is not None:
             raise _Fallback("KV/EC connectors are not modelled")
         if self.kv_holding_waiting or self.num_spec_tokens > 0:
             raise _Fallback("KV-holding waiting requests or speculative decoding are not modelled")
+        if self.deferred_waiting:  # vLLM itself must look at these to see them become ready
+            raise _Fallback("requests waiting for a grammar, remote KV or streamed input are not modelled")
         if self._pause_state != PauseState.UNPAUSED:
             raise _Fallback("the engine is paused")
 
-    def _apply(self, plan: Plan) -> dict[str, int]:
-        """Carry out rejections and preemptions, then restrict vLLM's queues and budget to the plan."""
+    def _apply(self, plan: Plan) -> tuple[tuple[list, Any, int, list], dict[str, int]]:
+        """Carry out rejections and preemptions, then restrict vLLM's queues and budget to the plan;
+        returns what `_restore` needs and the tokens planned per request id."""
         for w, reason in plan.reject:
             if w.req.status in _WAITING and w.req.num_computed_tokens == 0:
                 log.warning("llmsched: request %s cannot be served: %s", w.req.request_id, reason)
@@ -179,9 +217,8 @@ class PolicyScheduler(Scheduler):
             if w.req.status == RequestStatus.RUNNING and w.req in self.running:
                 self.running.remove(w.req)
                 self._preempt_request(w.req, now)
-        planned: dict[str, int] = {}
-        decodes = [w.req for w in plan.decodes if w.req.status == RequestStatus.RUNNING]
-        planned.update((r.request_id, 1) for r in decodes)
+        decodes = [r for w in plan.decodes if (r := w.req).status is _RUNNING]
+        planned = dict.fromkeys([r.request_id for r in decodes], 1)
         full, partial, admit = [], [], []
         for w, n in plan.prefills:
             if w.req.status == RequestStatus.RUNNING:
@@ -191,38 +228,36 @@ class PolicyScheduler(Scheduler):
             else:
                 continue
             planned[w.req.request_id] = n
-        self.running = list(dict.fromkeys(decodes + full + partial))
         queue = create_request_queue(SchedulingPolicy.FCFS)
         for r in admit:
             queue.add_request(r)
-        self.waiting = queue
+        saved = (self.running, self.waiting, self.max_num_scheduled_tokens, admit)
+        self.running, self.waiting = decodes + full + partial, queue
         self.max_num_scheduled_tokens = sum(planned.values())
-        return planned
+        return saved, planned
 
-    def _restore(self, running: list, waiting: list, budget: int) -> None:
-        """vLLM's queues as they were, less what we finished, with what we preempted at the front."""
+    def _restore(self, running: list, waiting: Any, budget: int, admit: list) -> None:
+        """After vLLM's step on the restricted queues: running in admission order (old, then newly admitted);
+        the original waiting queue less the admitted, with what vLLM preempted in this step at the front."""
+        left = list(self.waiting)  # planned admissions vLLM did not take, and requests it preempted (front)
+        admitted = [r for r in admit if r.status is _RUNNING]
+        preempted = len(left) > len(admit) - len(admitted)
+        if preempted:
+            running = [r for r in running if r.status is _RUNNING]
+        self.running = running + admitted if admitted else running
         self.max_num_scheduled_tokens = budget
-        self.running = [r for r in running if r.status == RequestStatus.RUNNING]
-        preempted = [r for r in running if r.status in _WAITING]
-        self._set_waiting(preempted + [r for r in waiting if r.status in _QUEUED])
-
-    def _merge(self, running: list, waiting: list) -> None:
-        """After vLLM's step: running in admission order (old, then newly admitted); waiting with the
-        requests preempted in this step at the front, then the rest in their old order."""
-        was_waiting = {id(r) for r in waiting}
-        admitted = [r for r in self.running if id(r) in was_waiting]
-        self.running = [r for r in running if r.status == RequestStatus.RUNNING] + admitted
-        preempted = [r for r in running if r.status in _WAITING]
-        self._set_waiting(preempted + [r for r in waiting if r.status in _QUEUED])
-
-    def _set_waiting(self, requests: list) -> None:
-        queue = create_request_queue(self.policy)
-        if self.policy == SchedulingPolicy.FCFS:
-            queue.extend(dict.fromkeys(requests))
-        else:
-            for r in dict.fromkeys(requests):
-                queue.add_request(r)
-        self.waiting = queue
+        for r in admitted:
+            waiting.remove_request(r)
+            w = self._views[r.request_id]
+            if w in self._queue:
+                self._queue.remove(w)
+            w.refresh()
+            if not w.is_decoding:
+                self._prefilling[r.request_id] = w
+        if preempted:
+            admits = set(map(id, admit))
+            waiting.prepend_requests(reversed([r for r in left if id(r) not in admits]))
+        self.waiting = waiting
 
     # --- after the batch ---------------------------------------------------------------------------------
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> dict[int, Any]:
@@ -235,10 +270,15 @@ class PolicyScheduler(Scheduler):
             )
         self._rejected = []
         if self._inflight is not None:
-            start, planned, decoding = self._inflight
+            start, plan, matched, decoding = self._inflight
             self._inflight = None
             try:
-                plan = self._executed(scheduler_output, planned, decoding)
+                if not matched:
+                    plan = self._executed(scheduler_output, plan, decoding)
+                for w, _ in plan.prefills:
+                    w.refresh()
+                    if w.is_decoding or w.finished:
+                        self._prefilling.pop(w.req.request_id, None)
                 self.llm_policy.on_batch_done(self._view(end), plan, start, end)
             except Exception as e:
                 self._log_once("on_batch_done", "llmsched: policy on_batch_done failed: %r", e)
@@ -249,25 +289,25 @@ class PolicyScheduler(Scheduler):
         self._freed = []
         return outputs
 
-    def _executed(self, out: Any, planned: dict[str, int] | None, decoding: dict[str, bool]) -> Plan:
-        """The batch that ran, as a Plan. A planned decode that did not run but is still running is kept
-        in the plan, so a policy that dequeued it (SLAI) queues it again instead of losing it."""
+    def _executed(self, out: Any, planned: Plan | None, decoding: set[str]) -> Plan:
+        """The batch that ran, as a Plan (when it is not the plan). A planned decode that did not run but is
+        still running is kept in the plan, so a policy that dequeued it (SLAI) queues it again instead of
+        losing it."""
         plan = Plan()
         ran = out.num_scheduled_tokens
         for rid, n in ran.items():
             w = self._views.get(rid)
             if w is None:
                 continue
-            if decoding.get(rid, False):
+            if rid in decoding:
                 plan.decodes.append(w)
             else:
                 plan.prefills.append((w, n))
         for rid in out.preempted_req_ids:
             if rid in self._views:
                 plan.preempt.append(self._views[rid])
-        for rid in planned or ():
-            w = self._views.get(rid)
-            if rid not in ran and w is not None and decoding.get(rid) and w.req.status == RequestStatus.RUNNING:
+        for w in planned.decodes if planned is not None else ():
+            if w.req.request_id not in ran and w.req.status == RequestStatus.RUNNING:
                 plan.decodes.append(w)
         return plan
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,12 @@ from llmsched.policies.base import OrderKey, blocks_for
 from llmsched.workload.tiers import DEFAULT_TBT, SLOTier, parse_tiers
 
 log = logging.getLogger("llmsched.vllm")
+try:
+    from vllm.v1.request import RequestStatus
+
+    _PREEMPTED: Any = RequestStatus.PREEMPTED  # statuses after it are finished (vLLM's is_finished)
+except ImportError:  # the view's unit tests run without vLLM
+    _PREEMPTED = None
 
 
 @dataclass(frozen=True)
@@ -72,9 +78,13 @@ def _warn_once(key: str, message: str) -> None:
 
 class RequestView:
     """One vLLM `Request` seen through the attributes `policies.base` names. One object per request for its
-    lifetime, so policies may keep it in lists and sets."""
+    lifetime, so policies may keep it in lists and sets.
 
-    __slots__ = ("req", "id", "arrival", "prompt_len", "tier", "tbt", "priority", "block_size")
+    `is_decoding` is a plain attribute, as in the simulator's `Request`, because policies read it for every
+    running request at every step: the scheduler calls `refresh()` when the phase can change (after a batch
+    that ran a prefill chunk, at admission, at preemption)."""
+
+    __slots__ = ("req", "id", "arrival", "prompt_len", "tier", "tbt", "priority", "block_size", "is_decoding")
 
     def __init__(self, req: Any, seq: int, tiers: TierTable, block_size: int) -> None:
         self.req = req
@@ -84,15 +94,15 @@ class RequestView:
         params = req.sampling_params
         self.tier, self.tbt, self.priority = tiers.resolve(params.extra_args if params is not None else None)
         self.block_size = block_size
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.is_decoding = self.req.num_output_tokens > 0 and self._left <= 1
 
     @property
     def _left(self) -> int:
         r = self.req
         return r.num_tokens_with_spec + r.num_output_placeholders - r.num_computed_tokens
-
-    @property
-    def is_decoding(self) -> bool:
-        return self.req.num_output_tokens > 0 and self._left <= 1
 
     @property
     def computed(self) -> int:
@@ -124,17 +134,40 @@ class RequestView:
     def blocks(self) -> int:
         """Blocks as a whole-prompt-reserving engine would hold them: a running prefill holds its prompt's."""
         if self.is_decoding:
-            return self.held_blocks
+            return -(-self.req.num_computed_tokens // self.block_size)
         if self.req.num_computed_tokens == 0 and self.req.status.name != "RUNNING":
             return 0
         return blocks_for(self.req.num_tokens, self.block_size)
 
     @property
     def finished(self) -> bool:
-        return self.req.is_finished()
+        return self.req.status > _PREEMPTED  # vLLM's RequestStatus.is_finished, without two calls
 
     def __repr__(self) -> str:
         return f"RequestView({self.req.request_id!r}, id={self.id})"
+
+
+class RunningViews(Sequence[RequestView]):
+    """vLLM's running list seen as RequestViews, mapped on first use: `len()` (all a BatchBuilder needs) costs
+    nothing, and a policy that never iterates the running requests (SLAI) never pays for mapping them."""
+
+    def __init__(self, requests: list[Any], view_of: Callable[[Any], RequestView]) -> None:
+        self._requests, self._view_of = requests, view_of
+        self._views: list[RequestView] | None = None
+
+    def _all(self) -> list[RequestView]:
+        if self._views is None:
+            self._views = [self._view_of(r) for r in self._requests]
+        return self._views
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._all()[i]
+
+    def __iter__(self) -> Iterator[RequestView]:
+        return iter(self._all())
 
 
 class VLLMView:
@@ -143,8 +176,8 @@ class VLLMView:
     def __init__(
         self,
         clock: float,
-        running: list[RequestView],
-        waiting: list[RequestView],
+        running: Sequence[RequestView],
+        waiting: Sequence[RequestView],
         free_blocks: int,
         total_blocks: int,
         block_size: int,
@@ -152,11 +185,17 @@ class VLLMView:
         token_budget: int,
         max_num_seqs: int,
         max_model_len: int,
+        by: Callable[[OrderKey], Sequence[RequestView]] | None = None,
+        prefilling: Iterable[RequestView] | None = None,
     ) -> None:
+        """`prefilling`: the running requests still in prefill, when the caller tracks them (else found in
+        `running`); `free_blocks` is vLLM's count less the blocks those are still owed."""
         self.clock = clock
         self.running = running
         self.waiting = waiting
-        owed = sum(r.blocks - r.held_blocks for r in running if not r.is_decoding)
+        if prefilling is None:
+            prefilling = (r for r in running if not r.is_decoding)
+        owed = sum(r.blocks - r.held_blocks for r in prefilling)
         self.free_blocks = max(0, free_blocks - owed)
         self.total_blocks = total_blocks
         self.block_size = block_size
@@ -164,9 +203,12 @@ class VLLMView:
         self.token_budget = token_budget
         self.max_num_seqs = max_num_seqs
         self.max_model_len = max_model_len
+        self._by = by
         self._sorted: dict[OrderKey, list[RequestView]] = {}
 
     def waiting_by(self, key: OrderKey) -> Sequence[RequestView]:
+        if self._by is not None:  # the scheduler's incrementally sorted queue
+            return self._by(key)
         if key not in self._sorted:
             self._sorted[key] = sorted(self.waiting, key=lambda r: (*key(r), r.id))
         return self._sorted[key]
