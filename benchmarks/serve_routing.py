@@ -2,9 +2,9 @@
 
 Two vLLM replicas (CPU, one core each, llmsched scheduler plugin) behind Ray Serve, one given half the
 capacity of the other (max_num_seqs 8 vs 4 by default). The same requests (trace lengths, Poisson arrivals,
-tiers) are replayed over HTTP once per router, streaming; per router: TTFT/ITL percentiles, requests per
-replica, SLO attainment per tier, and lost requests. Then the simulator runs the same cluster (the batch-time
-model profiled on this machine with `llmsched profile --backend vllm`, bound to one core like a replica, the
+tiers) are replayed over HTTP --repeats times per router (routers alternating), streaming; per router: the
+median over runs of TTFT/ITL percentiles (with the runs' spread), requests per replica, SLO attainment per tier,
+and lost requests. Then the simulator runs the same cluster (the batch-time model profiled on this machine with `llmsched profile --backend vllm`, bound to one core like a replica, the
 replicas' token budget, max_num_seqs and KV pool, the same capacities) with the same routers and requests,
 and we print the relative error of median TTFT and ITL (target |error| <= 15%, aim 10%).
 
@@ -191,6 +191,7 @@ def main() -> None:
     ap.add_argument("--max-num-seqs", default="8,4", help="per replica: the second has half the capacity")
     ap.add_argument("--qps", type=float, default=None, help="default: the highest load resource-aware holds (sim)")
     ap.add_argument("--num-requests", type=int, default=150)
+    ap.add_argument("--repeats", type=int, default=3, help="served runs per router (alternating); medians reported")
     ap.add_argument("--trace", default=None, help="trace CSV (default: short synthetic requests)")
     ap.add_argument("--tiers", default="paying:0.5:tbt=0.2,free:0.5:tbt=1.0")
     ap.add_argument("--ttft-slo", type=float, default=1.0, help="TTFT SLO (s) for the attainment per tier")
@@ -246,34 +247,48 @@ def main() -> None:
         requests, tiers = workload(qps)
         report["qps"] = qps
         print(f"qps {qps:.2f}, {len(requests)} requests", file=sys.stderr)
+        runs: dict[str, list[dict]] = {name: [] for name in routers}
+        for rep in range(args.repeats):  # routers alternate, so slow phases of the machine hit each alike
+            for name in routers:
+                httpx.post(served.url + "/llmsched/router", json={"router": name}, timeout=10).raise_for_status()
+                real_reqs = copy.deepcopy(requests)
+                ranks, per_replica, end = asyncio.run(replay(served.url, real_reqs, spec.vocab, args.seed))
+                real = summarize(RunResult(real_reqs, BatchLog(), 0, end), tiers, args.ttft_slo)
+                lost = len(real_reqs) - real["completed"]
+                counts = [per_replica.get(i, 0) for i in range(len(opts))]
+                runs[name].append({"summary": real, "lost": lost, "per_replica": counts})
+                print(f"run {rep + 1} {name}: requests per replica {counts}, completed {real['completed']}/"
+                      f"{len(real_reqs)}, lost {lost}, median TTFT {real['median_ttft_ms']:.0f} ms, p99 TTFT "
+                      f"{real['p99_ttft_ms']:.0f} ms", file=sys.stderr)  # fmt: skip
         for name in routers:
-            httpx.post(served.url + "/llmsched/router", json={"router": name}, timeout=10).raise_for_status()
-            real_reqs = copy.deepcopy(requests)
-            ranks, per_replica, end = asyncio.run(replay(served.url, real_reqs, spec.vocab, args.seed))
-            real = summarize(RunResult(real_reqs, BatchLog(), 0, end), tiers, args.ttft_slo)
             sim_result = predict(requests, name)
             sim = summarize(sim_result, tiers, args.ttft_slo)
             sim_counts = [s["requests"] for s in sim_result.replica_summary()]
+            served_runs = [x["summary"] for x in runs[name]]
+            real = {k: float(np.median([x[k] for x in served_runs])) for k in KEYS}
+            spread = {k: max(abs(x[k] - real[k]) for x in served_runs) / real[k] for k in KEYS}
             err = {k: (sim[k] - real[k]) / real[k] if real[k] and sim[k] is not None else None for k in KEYS}
-            lost = len(real_reqs) - real["completed"]
-            report["routers"][name] = {"real": real, "sim": sim, "error": err, "lost": lost,
-                                       "per_replica": [per_replica.get(i, 0) for i in range(len(opts))],
-                                       "sim_per_replica": sim_counts}  # fmt: skip
-            print(f"\n{name}: requests per replica {report['routers'][name]['per_replica']} (sim {sim_counts}), "
-                  f"completed {real['completed']}/{len(real_reqs)}, lost {lost}")  # fmt: skip
+            report["routers"][name] = {"served_runs": runs[name], "served_median": real, "served_spread": spread,
+                                       "sim": sim, "error": err, "sim_per_replica": sim_counts,
+                                       "lost": sum(x["lost"] for x in runs[name])}  # fmt: skip
+            print(f"\n{name}: requests per replica {[x['per_replica'] for x in runs[name]]} (sim {sim_counts}), "
+                  f"lost {report['routers'][name]['lost']} in {args.repeats} runs")  # fmt: skip
             for k in KEYS:
                 e = f"{err[k]:+.1%}" if err[k] is not None else "-"
-                print(f"  {k:<16} served {real[k] or float('nan'):9.1f}  sim {sim[k] or float('nan'):9.1f}  error {e}")
-            for tname, tr in real.get("tiers", {}).items():
-                st = sim.get("tiers", {}).get(tname, {})
-                print(f"  tier {tname}: SLO attainment served {tr['slo_attainment']}, sim {st.get('slo_attainment')}")
+                print(f"  {k:<16} served {real[k]:9.1f} (runs +-{spread[k]:.0%})  sim {sim[k] or float('nan'):9.1f}"
+                      f"  error {e}")  # fmt: skip
+            for tname, st in sim.get("tiers", {}).items():
+                att = [x.get("tiers", {}).get(tname, {}).get("slo_attainment") for x in served_runs]
+                print(f"  tier {tname}: SLO attainment served {att}, sim {st.get('slo_attainment')}")
     finally:
         server.stop(served)
     r = report["routers"]
     if "round-robin" in r and "resource-aware" in r:
-        a, b = r["resource-aware"]["real"]["p99_ttft_ms"], r["round-robin"]["real"]["p99_ttft_ms"]
-        if a and b:
-            print(f"\np99 TTFT resource-aware / round-robin: {a / b:.2f} (target <= 0.7)")
+        pairs = zip(r["resource-aware"]["served_runs"], r["round-robin"]["served_runs"], strict=True)
+        ratios = [a["summary"]["p99_ttft_ms"] / b["summary"]["p99_ttft_ms"] for a, b in pairs]
+        report["p99_ttft_ratio_per_run"] = ratios
+        print(f"\np99 TTFT resource-aware / round-robin per run: {', '.join(f'{x:.2f}' for x in ratios)}; "
+              f"median {float(np.median(ratios)):.2f} (target <= 0.7)")  # fmt: skip
     errs = [abs(e) for x in r.values() for k, e in x["error"].items() if e is not None and k.startswith("median")]
     if errs:
         print(f"worst |error| of median TTFT/ITL over routers: {max(errs):.1%} (target <= 15%, aim 10%)")
