@@ -4,9 +4,9 @@ Two vLLM replicas (CPU, one core each, llmsched scheduler plugin) behind Ray Ser
 capacity of the other (max_num_seqs 8 vs 4 by default). The same requests (trace lengths, Poisson arrivals,
 tiers) are replayed over HTTP --repeats times per router (routers alternating), streaming; per router: the
 median over runs of TTFT/ITL percentiles (with the runs' spread), requests per replica, SLO attainment per tier,
-and lost requests. Then the simulator runs the same cluster (the batch-time model profiled on this machine with `llmsched profile --backend vllm`, bound to one core like a replica, the
-replicas' token budget, max_num_seqs and KV pool, the same capacities) with the same routers and requests,
-and we print the relative error of median TTFT and ITL (target |error| <= 15%, aim 10%).
+and lost requests. Then the simulator runs the same cluster (the batch-time model profiled on this machine
+with `llmsched profile --backend vllm`, bound to one core like a replica, the replicas' token budget,
+max_num_seqs and KV pool, the same capacities) with the same routers and requests, and we print the relative error of median TTFT and ITL (target |error| <= 15%, aim 10%).
 
 Both routers (served and simulated) get the same capacities: b/t(b) decode tokens/s at the replica's
 max_num_seqs b, from the profiled model. The router is switched between runs on the live app

@@ -3,22 +3,24 @@
     LLM(model, scheduler_cls="llmsched.integrations.vllm.SLAIScheduler",
         additional_config={"llmsched": {"tiers": "paying:0.05:tbt=0.1,free:0.95:tbt=0.5"}})
 
-Each step: build a `VLLMView` of vLLM's queues, ask the policy for a `Plan`, then let vLLM's own
+Each step: build a `VLLMView` of vLLM's queues (the waiting queue is mirrored incrementally, so a step costs
+O(running + admitted), not O(waiting)), ask the policy for a `Plan`, then let vLLM's own
 `Scheduler.schedule()` carry it out on a restricted picture of its state: its `running` list holds only the
 planned running requests (decodes, then full prefill chunks, then a partial one), its waiting queue only the
 planned admissions in plan order, and its token budget is the plan's token count. vLLM then allocates
 blocks, builds the `SchedulerOutput` and does its own bookkeeping exactly as it would for its own choices;
 afterwards the unplanned requests are put back in their places. Preemptions and rejections in the plan are
 applied first (`_preempt_request`; rejections finish as FINISHED_IGNORED and are reported to the client).
-After the batch, the policy's `on_batch_done` gets the batch that actually ran (from the SchedulerOutput),
-with wall-clock start and end times.
+After the batch, the policy's `on_batch_done` gets the batch that actually ran (the plan itself when vLLM ran
+exactly it, else rebuilt from the SchedulerOutput), with wall-clock start and end times.
 
 Why not build the SchedulerOutput ourselves: it carries block tables, encoder inputs, spec tokens, structured
 output and connector metadata that vLLM keeps changing; restricting its inputs keeps all that vLLM's job.
 
 Never fatal: an exception in our logic (view, policy, mapping) is logged once and that step is scheduled by
 vLLM's own order; so is a step in which the policy plans nothing while requests are queued, and any state
-the plugin does not model (KV connectors, spec decoding, paused engine, KV-holding waiting requests).
+the plugin does not model (KV connectors, spec decoding, paused engine, KV-holding waiting requests, requests
+waiting for a grammar or streamed input).
 
 Configuration, `additional_config={"llmsched": {...}}` (CLI `--additional-config`):
   policy (overrides the class's), options (policy knobs), tiers (as `--tiers`; TBT and priority per tier),
@@ -160,7 +162,6 @@ class PolicyScheduler(Scheduler):
         self.stats["steps"] += 1
         start = time.monotonic()
         plan: Plan | None = None
-        saved = None
         try:
             self._check_supported()
             if len(self._queue) != len(self.waiting):
@@ -183,10 +184,13 @@ class PolicyScheduler(Scheduler):
                 out = super().schedule(*args, **kwargs)
             finally:
                 self._restore(*saved)
-            matched = planned == out.num_scheduled_tokens
+            ran = out.num_scheduled_tokens
+            if isinstance(planned, int):  # vLLM could only schedule running requests: count them
+                matched = len(ran) == out.total_num_scheduled_tokens == planned
+            else:
+                matched = planned == ran
             if not matched:
                 self.stats["mismatched_steps"] += 1
-                ran = out.num_scheduled_tokens
                 self._log_once("mismatch", "llmsched: vLLM ran %s where the plan said %s", ran, planned)
             self.stats["policy_steps"] += 1
             self._inflight = (start, plan, matched, {w.req.request_id for w in plan.decodes} if not matched else set())
@@ -204,9 +208,10 @@ class PolicyScheduler(Scheduler):
         if self._pause_state != PauseState.UNPAUSED:
             raise _Fallback("the engine is paused")
 
-    def _apply(self, plan: Plan) -> tuple[tuple[list, Any, int, list], dict[str, int]]:
+    def _apply(self, plan: Plan) -> tuple[tuple[list, Any, int, list], dict[str, int] | int]:
         """Carry out rejections and preemptions, then restrict vLLM's queues and budget to the plan;
-        returns what `_restore` needs and the tokens planned per request id."""
+        returns what `_restore` needs and the tokens planned per request id (an int n: one token for each
+        of the n running requests)."""
         for w, reason in plan.reject:
             if w.req.status in _WAITING and w.req.num_computed_tokens == 0:
                 log.warning("llmsched: request %s cannot be served: %s", w.req.request_id, reason)
@@ -217,9 +222,16 @@ class PolicyScheduler(Scheduler):
             if w.req.status == RequestStatus.RUNNING and w.req in self.running:
                 self.running.remove(w.req)
                 self._preempt_request(w.req, now)
+        saved = (self.running, self.waiting, self.max_num_scheduled_tokens, [])
+        if len(plan.decodes) == len(self.running) and not (plan.prefills or plan.preempt or self._freed):
+            # The steady state: one token for every running request (none left since the last step). vLLM's
+            # running list is the plan as it stands; only its waiting queue is hidden.
+            self.waiting = create_request_queue(SchedulingPolicy.FCFS)
+            self.max_num_scheduled_tokens = len(self.running)
+            return saved, len(self.running)
         decodes = [r for w in plan.decodes if (r := w.req).status is _RUNNING]
         planned = dict.fromkeys([r.request_id for r in decodes], 1)
-        full, partial, admit = [], [], []
+        full, partial, admit = [], [], saved[3]
         for w, n in plan.prefills:
             if w.req.status == RequestStatus.RUNNING:
                 (full if n >= w.remaining_prefill else partial).append(w.req)
@@ -231,7 +243,6 @@ class PolicyScheduler(Scheduler):
         queue = create_request_queue(SchedulingPolicy.FCFS)
         for r in admit:
             queue.add_request(r)
-        saved = (self.running, self.waiting, self.max_num_scheduled_tokens, admit)
         self.running, self.waiting = decodes + full + partial, queue
         self.max_num_scheduled_tokens = sum(planned.values())
         return saved, planned
