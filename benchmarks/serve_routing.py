@@ -6,7 +6,8 @@ tiers) are replayed over HTTP --repeats times per router (routers alternating), 
 median over runs of TTFT/ITL percentiles (with the runs' spread), requests per replica, SLO attainment per tier,
 and lost requests. Then the simulator runs the same cluster (the batch-time model profiled on this machine
 with `llmsched profile --backend vllm`, bound to one core like a replica, the replicas' token budget,
-max_num_seqs and KV pool, the same capacities) with the same routers and requests, and we print the relative error of median TTFT and ITL (target |error| <= 15%, aim 10%).
+max_num_seqs and KV pool, the same capacities) with the same routers and requests, and we print the relative
+error of median TTFT and ITL (target |error| <= 15%, aim 10%).
 
 Both routers (served and simulated) get the same capacities: b/t(b) decode tokens/s at the replica's
 max_num_seqs b, from the profiled model. The router is switched between runs on the live app
