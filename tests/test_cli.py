@@ -119,3 +119,29 @@ def test_perf_json(capsys):
     res = json.loads(out)
     assert res["prefill_context"] == 100 and res["decode_context"] == 2000
     assert 30 < res["batch_time_ms"] < 80
+
+
+def test_simulate_a_hugging_face_model_directory_with_its_fitted_profile(capsys, write_trace, tmp_path):
+    """`llmsched profile --backend vllm` names a fit after the model directory; `simulate --model DIR
+    --perf-model FIT` takes both (the model's shape from its config.json)."""
+    from pathlib import Path
+
+    model = tmp_path / "Small-LM"
+    model.mkdir()
+    cfg = {"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "head_dim": 64, "intermediate_size": 512, "vocab_size": 1000, "max_position_embeddings": 4096}  # fmt: skip
+    (model / "config.json").write_text(json.dumps(cfg))
+    fit = json.loads((Path(__file__).parents[1] / "benchmarks/results/smollm2_vllm_cpu_profile.fit.json").read_text())
+    fit["model"] = "small-lm"  # the directory's name, lower-case
+    (tmp_path / "fit.json").write_text(json.dumps(fit))
+    trace = write_trace([(100 + i, 5 + i % 7) for i in range(40)])
+    args = ["simulate", "--model", str(model), "--perf-model", str(tmp_path / "fit.json"), "--trace", trace,
+            "--qps", "2", "--block-size", "128", "--num-blocks", "60", "--json"]  # fmt: skip
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["completed"] == 40 and summary["kv_blocks"] == 60
+    fit["model"] = "another-model"
+    (tmp_path / "other.json").write_text(json.dumps(fit))
+    code, _, err = cli(capsys, *[str(tmp_path / "other.json") if a.endswith("fit.json") else a for a in args])
+    assert code == 2 and "fitted for model 'another-model', not 'small-lm'" in err

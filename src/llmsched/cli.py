@@ -62,7 +62,13 @@ def workload_options(f: Callable) -> Callable:
             default=None,
             help='SLO tiers, e.g. "paying:0.05:tbt=0.1,free:0.95:tbt=0.5" (default: one tier, TBT 0.2 s).',
         ),
-        click.option("--model", type=str, default="mistral-7b", show_default=True, help=f"Model: {', '.join(MODELS)}."),
+        click.option(
+            "--model",
+            type=str,
+            default="mistral-7b",
+            show_default=True,
+            help=f"Model: {', '.join(MODELS)}, or a Hugging Face model directory (its config.json).",
+        ),
         click.option("--gpu", type=str, default="rtx6000ada", show_default=True, help=f"GPU: {', '.join(GPUS)}."),
         click.option(
             "--perf-model",
@@ -76,7 +82,14 @@ def workload_options(f: Callable) -> Callable:
             "--num-blocks",
             type=int,
             default=None,
-            help="KV blocks of 16 tokens (default: from GPU memory x 0.9, weights and model).",
+            help="KV blocks (default: from GPU memory x 0.9, weights and model).",
+        ),
+        click.option(
+            "--block-size",
+            type=int,
+            default=16,
+            show_default=True,
+            help="Tokens per KV block (vLLM: 16 on GPUs, 128 on its CPU backend).",
         ),
         click.option(
             "--time-limit",
@@ -132,6 +145,7 @@ def spec_from(policy: str, qps: float, o: dict[str, Any], **policy_options: Any)
         token_budget=o["token_budget"],
         max_num_seqs=o["max_num_seqs"],
         num_blocks=o["num_blocks"],
+        block_size=o["block_size"],
         time_limit=o["time_limit"],
         batch_overhead_s=o["batch_overhead_ms"] / 1e3,
         ttft_slo=o["ttft_slo"],

@@ -84,7 +84,7 @@ def replica_engine(spec: RunSpec) -> SimEngine:
 def perf_model(spec: RunSpec) -> PerfModel:
     """--perf-model if given, else the built-in fitted entry for this model and GPU, else the roofline."""
     if spec.perf_model:
-        return _loaded_perf_model(spec.perf_model, spec.model)
+        return _loaded_perf_model(spec.perf_model, get_model(spec.model).name)
     return _builtin_perf_model(spec.model, spec.gpu) or analytic_model(get_model(spec.model), get_gpu(spec.gpu))
 
 

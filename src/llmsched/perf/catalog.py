@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 from llmsched.errors import UserError
 
@@ -79,10 +81,22 @@ def get_gpu(name: str) -> GPUSpec:
 
 
 def get_model(name: str) -> ModelSpec:
-    try:
+    """A catalog model by name, or the model of a Hugging Face model directory (its config.json), registered
+    under the directory's name (as `llmsched profile --backend vllm` names its profiles)."""
+    if name in MODELS:
         return MODELS[name]
-    except KeyError:
-        raise UserError(f"--model is {name!r}, expected one of {', '.join(MODELS)}") from None
+    if os.path.isfile(os.path.join(name, "config.json")):
+        return _hf_model(os.path.abspath(name))
+    raise UserError(
+        f"--model is {name!r}, expected one of {', '.join(MODELS)} or a Hugging Face model directory (config.json)"
+    )
+
+
+@lru_cache(maxsize=16)
+def _hf_model(model_dir: str) -> ModelSpec:
+    from llmsched.perf.hf_config import register, spec_from_hf
+
+    return register(spec_from_hf(model_dir))
 
 
 def kv_blocks(
