@@ -33,11 +33,11 @@ def scaled_trace(path: Path) -> None:
     path.write_text("num_prefill_tokens,num_decode_tokens\n" + "\n".join(lines) + "\n")
 
 
-def bench(model: str, policy: str, trace: Path, qps: float, n: int, tiers: str = TIERS) -> dict:
+def bench(model: str, policy: str, trace: Path, qps: float, n: int, tiers: str = TIERS, *extra: str) -> dict:
     """One `llmsched bench-engine --json` run in a fresh process; its summary."""
     cmd = [sys.executable, "-c", "from llmsched.cli import main; main()", "bench-engine", "--model", model,
            "--policies", policy, "--trace", str(trace), "--qps", str(qps), "--num-requests", str(n),
-           "--tiers", tiers, "--json"]  # fmt: skip
+           "--tiers", tiers, "--json", *extra]  # fmt: skip
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["policies"][policy]

@@ -5,6 +5,12 @@ Per policy, the relative error (sim - real) / real of median and p99 TTFT and IT
 over --repeats runs of the real engine (each in a fresh process, policies alternating). The spread of the real
 runs around their median is printed beside it: on a shared CPU it is the floor no model can beat. Without
 --profile, the engine is profiled first, in this session, so the profile and the runs see the same machine.
+
+This machine's speed also drifts between runs (the same batch shapes take 30% longer in one run than in the
+next). So a second comparison separates that from the simulator's scheduling: each real run records its steps
+(shape, time; `bench-engine --steps-out`), its speed factor is the median over its steps of real time / profiled
+prediction, and the simulator, its model scaled by that one number, is compared with that run ("speed-adjusted":
+the median over runs of the per-run errors).
 The simulator runs `vllm-v1` (our model of vLLM's scheduler) for `vllm-default` and the same policy for plugin
 runs, with vLLM's block size, KV pool, token budget and max_num_seqs. Target: |error| <= 10% (aim 5%).
 
@@ -16,6 +22,7 @@ The workload is the built-in lengths scaled down as in engine_slai.py (prompt / 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import subprocess
@@ -23,10 +30,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from engine_slai import bench, scaled_trace
 
 from llmsched.commands.bench_engine import model_max_len
 from llmsched.metrics import summarize
+from llmsched.perf.base import BatchShape
 from llmsched.perf.fitted import load_perf_model
 from llmsched.perf.hf_config import register, spec_from_hf
 from llmsched.policies import make_policy
@@ -35,6 +44,23 @@ from llmsched.workload import WorkloadConfig, build_requests
 
 SIM_POLICY = {"vllm-default": "vllm-v1"}
 KEYS = ("median_ttft_ms", "p99_ttft_ms", "median_itl_ms", "p99_itl_ms")
+
+
+class Scaled:
+    """A batch-time model slowed (or sped up) by a constant factor: this machine's speed during one run."""
+
+    def __init__(self, inner, factor: float) -> None:
+        self.inner, self.factor, self.name = inner, factor, f"{inner.name} x {factor:.3f}"
+
+    def batch_time(self, shape: BatchShape) -> float:
+        return self.factor * self.inner.batch_time(shape)
+
+
+def speed_factor(steps_csv: Path, perf) -> float:
+    with open(steps_csv) as f:
+        rows = list(csv.DictReader(f))
+    shapes = [BatchShape(*(float(r[k]) for k in BatchShape._fields)) for r in rows]
+    return float(np.median([float(r["step_ms"]) / 1e3 / perf.batch_time(s) for r, s in zip(rows, shapes, strict=True)]))
 
 
 def simulate(policy: str, wl: WorkloadConfig, perf, num_blocks: int, max_len: int) -> dict:
@@ -72,22 +98,34 @@ def main() -> None:
 
     policies = args.policies.split(",")
     runs: dict[str, list[dict]] = {p: [] for p in policies}
-    for _ in range(args.repeats):
+    factors: dict[str, list[float]] = {p: [] for p in policies}
+    for rep in range(args.repeats):
         for policy in policies:
-            runs[policy].append(bench(args.model, policy, trace, args.qps, args.num_requests, args.tiers))
+            steps = tmp / f"steps-{rep}"
+            runs[policy].append(bench(args.model, policy, trace, args.qps, args.num_requests, args.tiers,
+                                      "--steps-out", str(steps)))  # fmt: skip
+            factors[policy].append(speed_factor(steps / f"{policy}.csv", perf))
     report = {}
     for policy in policies:
         real = {k: statistics.median(r[k] for r in runs[policy]) for k in KEYS}
         spread = {k: max(abs(r[k] - real[k]) for r in runs[policy]) / real[k] for k in KEYS}
-        sim = simulate(policy, wl, perf, runs[policy][0]["kv_blocks"], max_len)
+        blocks = runs[policy][0]["kv_blocks"]
+        sim = simulate(policy, wl, perf, blocks, max_len)
         error = {k: (sim[k] - real[k]) / real[k] for k in KEYS}
+        per_run = [(simulate(policy, wl, Scaled(perf, f), blocks, max_len), r) for f, r in zip(factors[policy],
+                   runs[policy], strict=True)]  # fmt: skip
+        adjusted = {k: statistics.median((s[k] - r[k]) / r[k] for s, r in per_run) for k in KEYS}
         report[policy] = {"real": real, "real_runs": {k: [r[k] for r in runs[policy]] for k in KEYS},
-                          "real_spread": spread, "sim": {k: sim[k] for k in KEYS}, "error": error}  # fmt: skip
+                          "real_spread": spread, "sim": {k: sim[k] for k in KEYS}, "error": error,
+                          "speed_factors": factors[policy], "speed_adjusted_error": adjusted}  # fmt: skip
         print(f"{policy}: " + ", ".join(f"{k} real {real[k]:.1f} (runs +-{spread[k]:.0%}) sim {sim[k]:.1f} "
                                         f"({error[k]:+.1%})" for k in KEYS))  # fmt: skip
+        print(f"  speed factors {', '.join(f'{f:.2f}' for f in factors[policy])}; speed-adjusted errors: "
+              + ", ".join(f"{k} {adjusted[k]:+.1%}" for k in KEYS))  # fmt: skip
     worst = max(abs(e) for p in report.values() for e in p["error"].values())
+    worst_adj = max(abs(e) for p in report.values() for e in p["speed_adjusted_error"].values())
     print(f"qps {args.qps}, {args.num_requests} requests, {args.repeats} real runs per policy: worst |error| "
-          f"{worst:.1%} (target <= 10%, aim 5%)")  # fmt: skip
+          f"{worst:.1%}, speed-adjusted {worst_adj:.1%} (target <= 10%, aim 5%)")  # fmt: skip
     print(json.dumps({"setup": vars(args) | {"profile": profile}, "report": report}, sort_keys=True))
 
 

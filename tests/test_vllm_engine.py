@@ -205,15 +205,27 @@ def test_aborts_untiered_requests_overload_and_policy_faults_lose_no_request(tin
         engine.engine_core.shutdown()
 
 
-def test_bench_engine_prints_simulate_summary_keys_per_policy(tiny, write_trace, capsys):
+def test_bench_engine_prints_simulate_summary_keys_per_policy(tiny, write_trace, capsys, tmp_path):
+    import csv
+
     from llmsched.cli import main
+    from llmsched.workload import WorkloadConfig, build_requests
 
     trace = write_trace([(40 + 37 * i % 300, 1 + i % 12) for i in range(20)])
+    tiers = "paying:0.5:tbt=0.1,free:0.5:tbt=0.5"
     argv = ["bench-engine", "--model", tiny, "--trace", trace, "--num-requests", "12", "--qps", "20",
-            "--policies", "vllm-default,slai", "--tiers", "paying:0.5:tbt=0.1,free:0.5:tbt=0.5",
+            "--policies", "vllm-default,slai", "--tiers", tiers, "--steps-out", str(tmp_path / "steps"),
             "--json"]  # fmt: skip
     main(argv)
     out = json.loads(capsys.readouterr().out)
+    requests, _ = build_requests(WorkloadConfig(trace=trace, num_requests=12, qps=20, tiers=tiers, seed=42), 4096)
+    for name in ("vllm-default", "slai"):  # every token of every request, once, in some step's shape
+        with open(tmp_path / "steps" / f"{name}.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == out["policies"][name]["num_batches"]
+        assert all(float(r["step_ms"]) > 0 for r in rows)
+        tokens = sum(int(r["prefill_tokens"]) + int(r["decodes"]) for r in rows)
+        assert tokens == sum(r.prompt_len + r.decode_len - 1 for r in requests), name
     assert set(out["policies"]) == {"vllm-default", "slai"}
     for name, s in out["policies"].items():
         assert s["completed"] == 12 and s["unfinished"] == 0 and s["rejected"] == 0, name

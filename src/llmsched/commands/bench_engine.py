@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
@@ -34,8 +35,11 @@ def model_max_len(model_dir: str) -> int:
     return int(cfg.get("max_position_embeddings") or 2048)
 
 
-def run_policy(setup: Any, policy: str, wl: Any, max_len: int, time_limit: float | None) -> tuple[Any, dict]:
-    """One policy: a fresh engine, the workload replayed on the real clock, the simulator's summary."""
+def run_policy(
+    setup: Any, policy: str, wl: Any, max_len: int, time_limit: float | None, steps_out: str | None = None
+) -> tuple[Any, dict]:
+    """One policy: a fresh engine, the workload replayed on the real clock, the simulator's summary; with
+    `steps_out`, each step's shape and time written there as CSV."""
     import gc
 
     from llmsched.integrations.vllm.engine import make_engine, replay, scheduler_of, warm_up
@@ -47,6 +51,8 @@ def run_policy(setup: Any, policy: str, wl: Any, max_len: int, time_limit: float
     try:
         warm_up(engine, setup.token_budget)
         result, recorder = replay(engine, requests, seed=wl.seed, time_limit=time_limit)
+        if steps_out is not None:
+            recorder.write_steps(steps_out)
         stats = dict(getattr(scheduler_of(engine), "stats", {}))
     finally:
         engine.engine_core.shutdown()
@@ -81,6 +87,12 @@ def run_policy(setup: Any, policy: str, wl: Any, max_len: int, time_limit: float
     help="Use torch.compile (vLLM's default). Shapes compile lazily on first use, which made the first 30-60 s of "
     "a run 50-100x slower here; the default, eager mode, keeps step times comparable between policies.",
 )
+@click.option(
+    "--steps-out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write each step's batch shape and time to DIR/<policy>.csv (compare with a batch-time model).",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"policies": {name: summary}} only.')
 def command(
     model_dir: str,
@@ -95,6 +107,7 @@ def command(
     time_limit: float | None,
     seed: int,
     use_compile: bool,
+    steps_out: str | None,
     as_json: bool,
 ) -> None:
     """Replay requests (Poisson arrivals, trace lengths, ignore_eos) into an in-process vLLM engine on the
@@ -116,9 +129,12 @@ def command(
     setup = EngineSetup(
         model_dir, token_budget, max_num_seqs, max_len, kv_cache_gib, enforce_eager=not use_compile, tiers=tiers
     )
+    if steps_out is not None:
+        os.makedirs(steps_out, exist_ok=True)
     out: dict[str, dict] = {}
     for name in names:
-        _, out[name] = run_policy(setup, name, wl, max_len, time_limit)
+        path = os.path.join(steps_out, f"{name}.csv") if steps_out is not None else None
+        _, out[name] = run_policy(setup, name, wl, max_len, time_limit, path)
         if not as_json:
             click.echo(format_summary(out[name]))
             click.echo(f"mean schedule() time {out[name]['mean_schedule_ms']:.3f} ms per step\n")

@@ -8,6 +8,7 @@ the prompts are random tokens and caching would only add noise to the comparison
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from llmsched.errors import UserError
+from llmsched.perf.base import BatchShape
 from llmsched.sim.engine import BatchLog, RunResult
 from llmsched.workload.request import FINISHED, REJECTED, UNFINISHED, Request
 
@@ -88,11 +90,15 @@ def scheduler_of(engine: Any) -> Any:
 
 @dataclass
 class StepRecorder:
-    """Wraps the scheduler instance's `schedule` (its decisions untouched) to log each step's composition
-    and the time `schedule()` took. A step's 1-token entries count as decodes."""
+    """Wraps the scheduler instance's `schedule` (its decisions untouched) to log each step: its composition
+    (the simulator's `BatchLog` columns, and the exact `BatchShape` a batch-time model takes), when it started
+    (entering `schedule()`) and the time `schedule()` took. The replay loop fills in each step's duration (to
+    `LLMEngine.step()` returning: forward pass, sampling and output processing included, as the profiler
+    measures it). A scheduled token count of 1 on a request with output tokens counts as a decode."""
 
     sched: Any
     log: BatchLog = field(default_factory=BatchLog)
+    shapes: list[BatchShape] = field(default_factory=list)
     schedule_s: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -101,17 +107,26 @@ class StepRecorder:
         self.total_blocks = pool.num_gpu_blocks - 1
 
         def schedule(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
+            started, t0 = time.monotonic(), time.perf_counter()
             out = inner(*args, **kwargs)
             self.schedule_s.append(time.perf_counter() - t0)
             n = out.num_scheduled_tokens
             if n:
-                decodes = sum(1 for v in n.values() if v == 1)
-                self.log.start.append(time.monotonic())
+                chunks, decodes = [], []
+                for rid, k in n.items():
+                    r = self.sched.requests[rid]
+                    context = r.num_computed_tokens - k  # vLLM advanced it inside schedule()
+                    if k == 1 and r.num_output_tokens > 0:
+                        decodes.append(context)
+                    else:
+                        chunks.append((k, context))
+                shape = BatchShape.of(chunks, decodes)
+                self.shapes.append(shape)
+                self.log.start.append(started)
                 self.log.duration.append(0.0)
-                self.log.prefill_tokens.append(out.total_num_scheduled_tokens - decodes)
-                self.log.prefills.append(len(n) - decodes)
-                self.log.decodes.append(decodes)
+                self.log.prefill_tokens.append(shape.prefill_tokens)
+                self.log.prefills.append(shape.num_prefills)
+                self.log.decodes.append(shape.decodes)
                 self.log.kv_blocks_used.append(self.total_blocks - pool.get_num_free_blocks())
                 self.log.waiting.append(len(self.sched.waiting))
                 self.log.running.append(len(self.sched.running))
@@ -119,6 +134,14 @@ class StepRecorder:
             return out
 
         self.sched.schedule = schedule
+
+    def write_steps(self, path: str) -> None:
+        """One row per step: its BatchShape fields and step_ms (the model-facing time of the step)."""
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow([*BatchShape._fields, "step_ms"])
+            for shape, d in zip(self.shapes, self.log.duration, strict=True):
+                w.writerow([*shape, round(d * 1e3, 4)])
 
 
 def warm_up(engine: Any, token_budget: int) -> None:
