@@ -50,14 +50,6 @@ from llmsched.workload.tiers import DEFAULT_TBT
 log = logging.getLogger("llmsched.vllm")
 _WAITING = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
 _RUNNING = RequestStatus.RUNNING
-# Statuses of requests vLLM's scheduler skips while they wait (grammar, remote KV, streaming input).
-_BLOCKED = frozenset(
-    (
-        RequestStatus.WAITING_FOR_STRUCTURED_OUTPUT_GRAMMAR,
-        RequestStatus.WAITING_FOR_REMOTE_KVS,
-        RequestStatus.WAITING_FOR_STREAMING_REQ,
-    )
-)
 # Neither running nor finished: what may sit in the waiting queue (one set lookup instead of two calls).
 _QUEUED = frozenset(s for s in RequestStatus if s != RequestStatus.RUNNING and not RequestStatus.is_finished(s))
 
@@ -243,7 +235,7 @@ class PolicyScheduler(Scheduler):
         queue = create_request_queue(SchedulingPolicy.FCFS)
         for r in admit:
             queue.add_request(r)
-        self.running, self.waiting = decodes + full + partial, queue
+        self.running, self.waiting = list(dict.fromkeys(decodes + full + partial)), queue
         self.max_num_scheduled_tokens = sum(planned.values())
         return saved, planned
 
