@@ -199,6 +199,7 @@ def test_aborts_untiered_requests_overload_and_policy_faults_lose_no_request(tin
                 assert counts.get(rid) == d and rid in finished, f"request {rid} lost or short"
         assert not sched.running and not sched.waiting and not sched.requests
         assert not sched._queue and not sched._prefilling and not sched._views
+        assert not policy.lst and not policy.paused, "SLAI kept state for requests that are gone"
         assert sched.stats["fallback_steps"] >= 1 and sched.stats["policy_steps"] > sched.stats["fallback_steps"]
         assert sched.stats["resyncs"] == sched.stats["fallback_steps"], "hooks missed a change to vLLM's queue"
     finally:
