@@ -11,7 +11,7 @@ turn is long enough for its engine to have the caches to itself (steps alternati
 cold, about 2x slower, which is not how one engine per process runs). --rounds repeats that with fresh engines;
 the ratio printed is the median over rounds of the per-round ratio.
 
-    python benchmarks/sched_overhead.py [--policy slai] [--steps 300] [--rounds 3] [--turn 50] [--waiting 1000]
+    python benchmarks/sched_overhead.py [--policy slai] [--steps 300] [--rounds 3] [--turn 50] [--sections]
 """
 
 from __future__ import annotations
@@ -53,10 +53,34 @@ def _timed(inner, into: list[float]):
     return timed
 
 
-def one_round(model: str, policies: tuple[str, str], args: argparse.Namespace) -> dict[str, tuple[list, list]]:
+def time_sections(sched: Any, into: dict[str, list[float]]) -> None:
+    """Where the plugin's time goes: vLLM's own schedule() inside it, the policy, and the plugin's mapping."""
+    from vllm.v1.core.sched.scheduler import Scheduler
+
+    for obj, name in ((sched, "_view"), (sched, "_apply"), (sched, "_restore"), (sched.llm_policy, "schedule"),
+                      (sched.llm_policy, "on_batch_done")):  # fmt: skip
+        setattr(obj, name, _timed(getattr(obj, name), into.setdefault(f"{type(obj).__name__}.{name}", [])))
+    inner = Scheduler.schedule
+
+    def vllm_schedule(self: Any, *a: Any, **k: Any) -> Any:
+        if self is not sched:
+            return inner(self, *a, **k)
+        return _timed(lambda: inner(self, *a, **k), into.setdefault("vLLM Scheduler.schedule", []))()
+
+    Scheduler.schedule = vllm_schedule  # restored by one_round
+
+
+def one_round(
+    model: str, policies: tuple[str, str], args: argparse.Namespace, sections: dict[str, list[float]] | None = None
+) -> dict[str, tuple[list, list]]:
+    from vllm.v1.core.sched.scheduler import Scheduler
+
     engines = {p: prepare(model, p, args.running, args.waiting) for p in policies}
     times: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in policies}
+    original = Scheduler.schedule
     try:
+        if sections is not None:
+            time_sections(engines[policies[1]][1], sections)
         for p, (_, sched) in engines.items():
             sched.schedule = _timed(sched.schedule, times[p][0])
             sched.update_from_output = _timed(sched.update_from_output, times[p][1])
@@ -68,6 +92,7 @@ def one_round(model: str, policies: tuple[str, str], args: argparse.Namespace) -
             assert (len(sched.running), len(sched.waiting)) == (args.running, args.waiting), p
         return times
     finally:
+        Scheduler.schedule = original
         for engine, _ in engines.values():
             engine.engine_core.shutdown()
 
@@ -80,14 +105,16 @@ def main() -> None:
     ap.add_argument("--waiting", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--turn", type=int, default=50, help="steps per engine per turn")
+    ap.add_argument("--sections", action="store_true", help="also time the plugin's parts (adds timer overhead)")
     args = ap.parse_args()
     vllm_environment()
     policies = ("vllm-default", args.policy)
     ratios: dict[str, list[float]] = {"schedule": [], "schedule_median": [], "update": [], "both": []}
     with tempfile.TemporaryDirectory() as d:
         model = str(build_tiny_llama(f"{d}/tiny"))
+        sections: dict[str, list[float]] | None = {} if args.sections else None
         for k in range(args.rounds):
-            res = one_round(model, policies, args)
+            res = one_round(model, policies, args, sections)
             for p, (sched, upd) in res.items():
                 print(f"round {k + 1} {p:>14}: schedule() mean {statistics.mean(sched) * 1e3:.3f} ms "
                       f"(median {statistics.median(sched) * 1e3:.3f}), update_from_output() mean "
@@ -97,6 +124,10 @@ def main() -> None:
             ratios["schedule_median"].append(statistics.median(os_) / statistics.median(bs))
             ratios["update"].append(statistics.mean(ou) / statistics.mean(bu))
             ratios["both"].append((sum(os_) + sum(ou)) / (sum(bs) + sum(bu)))
+    if sections:
+        steps = len(sections["vLLM Scheduler.schedule"])
+        for name, t in sections.items():
+            print(f"  {name:<28} {sum(t) / steps * 1e6:8.1f} us per step")
     med = {k: statistics.median(v) for k, v in ratios.items()}
     print(f"{args.running} running, {args.waiting} waiting; ratio {args.policy}/vllm-default, median of "
           f"{args.rounds} rounds: schedule() {med['schedule']:.3f} (target <= 1.05; ratio of per-step medians "
