@@ -234,3 +234,30 @@ def test_bench_engine_prints_simulate_summary_keys_per_policy(tiny, write_trace,
             assert s[key] is not None, (name, key)
     assert out["policies"]["slai"]["plugin"]["policy_steps"] > 0
     assert "plugin" not in out["policies"]["vllm-default"]
+
+
+def test_requests_vllm_must_see_itself_send_the_step_to_vllms_order(tiny):
+    """A request waiting for a structured-output grammar or streamed input becomes ready only inside vLLM's own
+    pass over its queue (it sits in `deferred_waiting`): while there is one, steps go to vLLM's order, and the
+    plugin's copy of the queue is rebuilt after each such step."""
+    setup = EngineSetup(tiny, token_budget=128, max_num_seqs=8, max_model_len=2048, enforce_eager=True)
+    engine = make_engine(setup, "slai")
+    try:
+        sched = scheduler_of(engine)
+        for i in range(6):
+            engine.add_request(str(i), {"prompt_token_ids": [5 + i] * (40 + 30 * i)}, _params(6))
+        engine.step()
+        sched.deferred_waiting.add("stand-in for a request waiting for its grammar")
+        before = dict(sched.stats)
+        engine.step()
+        engine.step()
+        assert sched.stats["fallback_steps"] == before["fallback_steps"] + 2
+        assert sched.stats["resyncs"] == before["resyncs"] + 2
+        assert [w.req for w in sched._queue.fcfs] == list(sched.waiting)
+        sched.deferred_waiting.clear()
+        counts: dict[str, int] = {}
+        _drain(engine, counts)
+        assert sched.stats["policy_steps"] > before["policy_steps"]
+        assert not sched.running and not sched.waiting and not sched._queue
+    finally:
+        engine.engine_core.shutdown()
