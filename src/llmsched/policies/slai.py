@@ -135,32 +135,30 @@ class SLAI(Policy):
             used = 1 - view.free_blocks / view.total_blocks
             c = self.cfg
             self.offset = c.above_memory_limit_offset if used >= c.memory_limit else c.below_memory_limit_offset
+        early = self.offset * self.mean_batch
+        requeue = []
         for r, _ in plan.prefills:
             if r in self.paused:
                 self.paused.remove(r)
             if r.finished:
                 continue
             if r.is_decoding:
-                self._requeue(r, end)
+                requeue.append(r)
             else:
                 self.paused.append(r)
         preempted = {p.id for p in plan.preempt}
-        early = self.offset * self.mean_batch
-        again, lsts = [], self.lst
-        for r in plan.decodes:  # the hot loop: _requeue inlined
+        for r in plan.decodes:
             if r.finished or r.id in preempted:
-                lsts.pop(r.id, None)
+                self.lst.pop(r.id, None)
             else:
-                lst = lsts[r.id] = end + r.tbt - early
-                again.append((lst, r.arrival, r.id, r))
+                requeue.append(r)
+        again, lsts = [], self.lst
+        for r in requeue:  # the hot loop: every decode of every batch
+            lst = lsts[r.id] = end + r.tbt - early
+            again.append((lst, r.arrival, r.id, r))
         if self.decode_queue:
             for e in again:
                 heapq.heappush(self.decode_queue, e)
         else:  # every decode ran: one heapify (stale entries are skipped when popped)
             heapq.heapify(again)
             self.decode_queue = again
-
-    def _requeue(self, r: Req, end: float) -> None:
-        lst = end + r.tbt - self.offset * self.mean_batch
-        self.lst[r.id] = lst
-        heapq.heappush(self.decode_queue, (lst, r.arrival, r.id, r))

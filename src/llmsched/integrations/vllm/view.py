@@ -133,7 +133,7 @@ class RequestView:
     @property
     def blocks(self) -> int:
         """Blocks as a whole-prompt-reserving engine would hold them: a running prefill holds its prompt's."""
-        if self.is_decoding:
+        if self.is_decoding:  # held_blocks, inlined: policies read this for every decode at every step
             return -(-self.req.num_computed_tokens // self.block_size)
         if self.req.num_computed_tokens == 0 and self.req.status.name != "RUNNING":
             return 0
