@@ -6,10 +6,12 @@ policy's on_batch_done runs) and the two together, so no cost hides in the other
 the tiny random Llama (the forward pass does not enter the figures).
 
 This machine's speed drifts by tens of percent within seconds, so the two engines live in one process and take
-turns of --turn steps (default, policy, default, ...): both see the machine at nearly the same moments, and each
-turn is long enough for its engine to have the caches to itself (steps alternating one by one run both engines
-cold, about 2x slower, which is not how one engine per process runs). --rounds repeats that with fresh engines;
-the ratio printed is the median over rounds of the per-round ratio.
+turns of --turn steps, in ABBA order (default, policy, policy, default, ...): each pair of adjacent turns sees the
+machine at nearly the same moments, and each turn is long enough for its engine to have the caches to itself
+(steps alternating one by one run both engines cold, about 2x slower, which is not how one engine per process
+runs). --rounds repeats that with fresh engines. The figure against the target is the median, over every pair of
+adjacent turns, of the ratio of their mean schedule() times; the ratio of the pooled means and of the per-step
+medians are printed beside it.
 
     python benchmarks/sched_overhead.py [--policy slai] [--steps 300] [--rounds 3] [--turn 50] [--sections]
 """
@@ -84,10 +86,10 @@ def one_round(
         for p, (_, sched) in engines.items():
             sched.schedule = _timed(sched.schedule, times[p][0])
             sched.update_from_output = _timed(sched.update_from_output, times[p][1])
-        for _ in range(0, args.steps, args.turn):
-            for engine, _ in engines.values():
+        for k in range(0, args.steps // args.turn):
+            for p in policies if k % 2 == 0 else policies[::-1]:
                 for _ in range(args.turn):
-                    engine.step()
+                    engines[p][0].step()
         for p, (_, sched) in engines.items():
             assert (len(sched.running), len(sched.waiting)) == (args.running, args.waiting), p
         return times
@@ -95,6 +97,12 @@ def one_round(
         Scheduler.schedule = original
         for engine, _ in engines.values():
             engine.engine_core.shutdown()
+
+
+def pair_ratios(base: list[float], other: list[float], turn: int) -> list[float]:
+    """Ratio of mean step times of each pair of adjacent turns (turn k of each engine)."""
+    mean = statistics.mean
+    return [mean(other[k : k + turn]) / mean(base[k : k + turn]) for k in range(0, len(base), turn)]
 
 
 def main() -> None:
@@ -109,7 +117,8 @@ def main() -> None:
     args = ap.parse_args()
     vllm_environment()
     policies = ("vllm-default", args.policy)
-    ratios: dict[str, list[float]] = {"schedule": [], "schedule_median": [], "update": [], "both": []}
+    pairs: dict[str, list[float]] = {"schedule": [], "update": []}
+    pooled: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in policies}
     with tempfile.TemporaryDirectory() as d:
         model = str(build_tiny_llama(f"{d}/tiny"))
         sections: dict[str, list[float]] | None = {} if args.sections else None
@@ -119,20 +128,27 @@ def main() -> None:
                 print(f"round {k + 1} {p:>14}: schedule() mean {statistics.mean(sched) * 1e3:.3f} ms "
                       f"(median {statistics.median(sched) * 1e3:.3f}), update_from_output() mean "
                       f"{statistics.mean(upd) * 1e3:.3f} ms, over {len(sched)} steps")  # fmt: skip
+                pooled[p][0].extend(sched)
+                pooled[p][1].extend(upd)
             (bs, bu), (os_, ou) = res["vllm-default"], res[args.policy]
-            ratios["schedule"].append(statistics.mean(os_) / statistics.mean(bs))
-            ratios["schedule_median"].append(statistics.median(os_) / statistics.median(bs))
-            ratios["update"].append(statistics.mean(ou) / statistics.mean(bu))
-            ratios["both"].append((sum(os_) + sum(ou)) / (sum(bs) + sum(bu)))
+            pairs["schedule"] += pair_ratios(bs, os_, args.turn)
+            pairs["update"] += pair_ratios(bu, ou, args.turn)
     if sections:
         steps = len(sections["vLLM Scheduler.schedule"])
         for name, t in sections.items():
             print(f"  {name:<28} {sum(t) / steps * 1e6:8.1f} us per step")
-    med = {k: statistics.median(v) for k, v in ratios.items()}
-    print(f"{args.running} running, {args.waiting} waiting; ratio {args.policy}/vllm-default, median of "
-          f"{args.rounds} rounds: schedule() {med['schedule']:.3f} (target <= 1.05; ratio of per-step medians "
-          f"{med['schedule_median']:.3f}), update_from_output() {med['update']:.3f}, "
-          f"both {med['both']:.3f}")  # fmt: skip
+    (bs, bu), (os_, ou) = pooled["vllm-default"], pooled[args.policy]
+    q = statistics.quantiles(pairs["schedule"], n=4)
+    ratio = {
+        "pooled": statistics.mean(os_) / statistics.mean(bs),
+        "medians": statistics.median(os_) / statistics.median(bs),
+        "both": (sum(os_) + sum(ou)) / (sum(bs) + sum(bu)),
+    }
+    print(f"{args.running} running, {args.waiting} waiting; {args.policy}/vllm-default over {len(pairs['schedule'])} "
+          f"turn pairs of {args.turn} steps: schedule() mean per step {statistics.median(pairs['schedule']):.3f} "
+          f"(target <= 1.05; quartiles {q[0]:.3f}-{q[2]:.3f}; pooled means {ratio['pooled']:.3f}, per-step medians "
+          f"{ratio['medians']:.3f}), update_from_output() {statistics.median(pairs['update']):.3f}, "
+          f"both {ratio['both']:.3f} (pooled)")  # fmt: skip
 
 
 if __name__ == "__main__":

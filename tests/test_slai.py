@@ -140,3 +140,17 @@ def test_kv_guard_runs_every_decode_above_sixty_percent_kv():
     view.free_blocks = 390  # 61% used
     p.on_batch_done(view, Plan(decodes=[view.running[0]]), 1.0, 1.05)
     assert p.lst[0] < 1.05  # critical in the very next batch
+
+
+def test_a_decode_preempted_while_queued_is_not_scheduled_from_its_old_entry():
+    # An engine may run or preempt decodes the plan did not name (vLLM's own order on a fallback step): the
+    # queue then holds entries that went stale, and the one-pass "take every decode" path must skip them.
+    view = View(running=[decoding(i) for i in range(3)])
+    p = primed(make_policy("slai"), view, view.running, end=1.0)
+    ran, preempted, queued = view.running
+    p.on_batch_done(view, Plan(decodes=[ran], preempt=[preempted]), 1.0, 1.05)
+    view.running, view.clock = [ran, queued], 1.1
+    plan = p.schedule(view)
+    assert sorted(r.id for r in plan.decodes) == [ran.id, queued.id]
+    p.on_batch_done(view, plan, 1.1, 1.15)
+    assert sorted(r.id for r in p.schedule(view).decodes) == [ran.id, queued.id]

@@ -137,7 +137,10 @@ class BatchBuilder:
     def admit_waiting(self, queue: Iterable[Req], whole: bool = False, limit: int | None = None) -> None:
         """Admit from the head of `queue` until one does not fit (head-of-line blocking, as the reference
         engines). Requests that can never fit are rejected rather than left to block the queue.
-        whole: admit only prompts that fit the remaining budget entirely (no chunking)."""
+        whole: admit only prompts that fit the remaining budget entirely (no chunking). A full batch or engine
+        looks at no waiting request, as vLLM's scheduler (a request that can never fit is rejected later)."""
+        if self.tokens >= self.budget or self.seqs >= self.view.max_num_seqs:
+            return
         for r in queue:
             if r.id in self.preempted:
                 continue

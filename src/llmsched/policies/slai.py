@@ -61,6 +61,7 @@ class SLAI(Policy):
         self.name = preset
         self.decode_queue: list[tuple[float, float, int, Req]] = []  # (LST, arrival, id, request)
         self.lst: dict[int, float] = {}  # valid heap entries: request id -> its current LST
+        self.clean = True  # no stale entries in decode_queue (it was rebuilt whole since the last change)
         self.paused: list[Req] = []
         self.mean_batch = 0.0
         self.batches = 0
@@ -101,7 +102,8 @@ class SLAI(Policy):
     def _take_all_if_they_fit(self, b: BatchBuilder, taken: int) -> bool:
         """The common steady state: every queued decode fits the budget, beta and KV (each needs at most one
         block), so the loop below would take them all, whatever their order; take them in one pass."""
-        live = [e for e in self.decode_queue if self.lst.get(e[2]) == e[0]]
+        q = self.decode_queue
+        live = q if self.clean else [e for e in q if self.lst.get(e[2]) == e[0]]
         if not live or len(live) > min(b.room, b.free) or taken + len(live) > self.cfg.limit_total_decodes:
             return False
         self.decode_queue = []
@@ -156,9 +158,10 @@ class SLAI(Policy):
         for r in requeue:  # the hot loop: every decode of every batch
             lst = lsts[r.id] = end + r.tbt - early
             again.append((lst, r.arrival, r.id, r))
-        if self.decode_queue:
+        if self.decode_queue:  # entries left in it may have gone stale above
+            self.clean = False
             for e in again:
                 heapq.heappush(self.decode_queue, e)
-        else:  # every decode ran: one heapify (stale entries are skipped when popped)
+        else:  # every decode ran: one heapify, of fresh entries only
             heapq.heapify(again)
-            self.decode_queue = again
+            self.decode_queue, self.clean = again, True
