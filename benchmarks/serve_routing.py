@@ -115,7 +115,8 @@ async def replay(url: str, requests, vocab: int, seed: int) -> tuple[list, Count
 class ServedPerf:
     """The profiled batch time plus what serving adds to each step on this machine: a fixed cost and a cost per
     sequence (each running request's token goes through AsyncLLM's output processing and Serve's streaming,
-    on the same 2 cores). Both are measured on the served app at low load, before the runs."""
+    on the same 2 cores). Both are measured on the served app at low load, before each run; the prediction takes
+    the median over the runs, since this machine's speed drifts between them."""
 
     inner: Any
     per_batch: float
@@ -249,8 +250,12 @@ def main() -> None:
         report["qps"] = qps
         print(f"qps {qps:.2f}, {len(requests)} requests", file=sys.stderr)
         runs: dict[str, list[dict]] = {name: [] for name in routers}
+        cals = [(sim_perf, latency)]
         for rep in range(args.repeats):  # routers alternate, so slow phases of the machine hit each alike
             for name in routers:
+                if rep or name != routers[0]:  # calibrated again beside every run: the machine's speed drifts
+                    httpx.post(served.url + "/llmsched/router", json={"router": "round-robin"}, timeout=10)
+                    cals.append(calibrate(served.url, perf, len(opts), spec.vocab))
                 httpx.post(served.url + "/llmsched/router", json={"router": name}, timeout=10).raise_for_status()
                 real_reqs = copy.deepcopy(requests)
                 ranks, per_replica, end = asyncio.run(replay(served.url, real_reqs, spec.vocab, args.seed))
@@ -261,6 +266,18 @@ def main() -> None:
                 print(f"run {rep + 1} {name}: requests per replica {counts}, completed {real['completed']}/"
                       f"{len(real_reqs)}, lost {lost}, median TTFT {real['median_ttft_ms']:.0f} ms, p99 TTFT "
                       f"{real['p99_ttft_ms']:.0f} ms", file=sys.stderr)  # fmt: skip
+        # The prediction takes the median of the calibrations beside the runs (`predict` reads these names).
+        sim_perf = ServedPerf(
+            perf, *(float(np.median([getattr(c, k) for c, _ in cals])) for k in ("per_batch", "per_seq"))
+        )
+        latency = float(np.median([lat for _, lat in cals]))
+        report["calibration"] = {"per_batch_s": sim_perf.per_batch, "per_seq_s": sim_perf.per_seq, "latency_s": latency,
+                                 "each": [[c.per_batch, c.per_seq, lat] for c, lat in cals]}  # fmt: skip
+        print(
+            f"median of {len(cals)} calibrations: {sim_perf.per_batch * 1e3:.2f} ms per step + "
+            f"{sim_perf.per_seq * 1e3:.2f} ms per sequence; path latency {latency * 1e3:.1f} ms",
+            file=sys.stderr,
+        )
         for name in routers:
             sim_result = predict(requests, name)
             sim = summarize(sim_result, tiers, args.ttft_slo)
