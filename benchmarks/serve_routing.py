@@ -236,11 +236,17 @@ def main() -> None:
         httpx.post(served.url + "/v1/completions", json=warm, timeout=60).raise_for_status()  # makes the router
         snap = httpx.get(served.url + "/llmsched/routing", timeout=10).json()[0]
         replicas = sorted((r["reported"] for r in snap["replicas"].values()), key=lambda s: s["rank"])
-        httpx.post(served.url + "/llmsched/router", json={"router": "round-robin"}, timeout=10).raise_for_status()
-        sim_perf, latency = calibrate(served.url, perf, len(opts), spec.vocab)
+
+        def use_router(name: str) -> None:
+            httpx.post(served.url + "/llmsched/router", json={"router": name}, timeout=10).raise_for_status()
+
+        def calibrated() -> tuple[ServedPerf, float]:
+            use_router("round-robin")  # the probes put the same load on each replica
+            return calibrate(served.url, perf, len(opts), spec.vocab)
+
+        sim_perf, latency = calibrated()
         print(f"serving overhead: {sim_perf.per_batch * 1e3:.2f} ms per step + {sim_perf.per_seq * 1e3:.2f} ms per "
               f"sequence; path latency {latency * 1e3:.1f} ms", file=sys.stderr)  # fmt: skip
-        report["calibration"] = {"per_batch_s": sim_perf.per_batch, "per_seq_s": sim_perf.per_seq, "latency_s": latency}
 
         def predict(requests, name):
             return simulate(requests, name, caps, replicas, sim_perf, args.policy, spec.max_len, args.seed, latency)
@@ -254,9 +260,8 @@ def main() -> None:
         for rep in range(args.repeats):  # routers alternate, so slow phases of the machine hit each alike
             for name in routers:
                 if rep or name != routers[0]:  # calibrated again beside every run: the machine's speed drifts
-                    httpx.post(served.url + "/llmsched/router", json={"router": "round-robin"}, timeout=10)
-                    cals.append(calibrate(served.url, perf, len(opts), spec.vocab))
-                httpx.post(served.url + "/llmsched/router", json={"router": name}, timeout=10).raise_for_status()
+                    cals.append(calibrated())
+                use_router(name)
                 real_reqs = copy.deepcopy(requests)
                 ranks, per_replica, end = asyncio.run(replay(served.url, real_reqs, spec.vocab, args.seed))
                 real = summarize(RunResult(real_reqs, BatchLog(), 0, end), tiers, args.ttft_slo)
