@@ -154,3 +154,18 @@ def test_a_decode_preempted_while_queued_is_not_scheduled_from_its_old_entry():
     assert sorted(r.id for r in plan.decodes) == [ran.id, queued.id]
     p.on_batch_done(view, plan, 1.1, 1.15)
     assert sorted(r.id for r in p.schedule(view).decodes) == [ran.id, queued.id]
+
+
+def test_a_decode_never_preempts_a_prefill_continued_in_the_same_batch():
+    # Found by the invariants test: a non-critical decode out of KV took the paused prefill whose chunk was
+    # already in the batch, so the plan both preempted and ran it, and the engine had no block for the decode.
+    d = decoding(0, tbt=0.5)
+    d.blocks = 2  # 32 tokens in 2 blocks: the next token needs a new block
+    a = paused(5, prompt=600)  # its last 88 tokens leave room in the budget for the decode
+    view = View(running=[a, d], free_blocks=0)
+    p = primed(make_policy("slai-spf-fixed", below_memory_limit_offset=0), view, [d], end=1.0)
+    p.paused = [a]
+    view.clock = 1.2  # before d's LST (1.5): it comes after the prefills
+    plan = p.schedule(view)
+    assert [r.id for r, _ in plan.prefills] == [5]
+    assert plan.preempt == [d] and plan.decodes == []  # no other paused prefill: the decode goes

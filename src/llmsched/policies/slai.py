@@ -6,8 +6,9 @@ duration. A batch takes, in order, up to the token budget:
   2. paused prefills (started, not finished), FIFO;
   3. new prefills, FCFS or shortest-prompt-first (optionally paying tier first, optionally aged);
   4. the other decodes by LST, while critical + these stay under `limit_total_decodes`.
-When a decode needs a KV block and none is free, the most recently paused prefill is preempted; if there
-is none, the decode itself is. The offset is fixed, or `below` / `above` the memory limit of KV use.
+When a decode needs a KV block and none is free, the most recently paused prefill that this batch does not
+continue is preempted; if there is none, the decode itself is. The offset is fixed, or `below` / `above` the
+memory limit of KV use.
 The mean batch duration is the cumulative mean of every batch's start-to-end time seen so far; the reference
 measures it on the wall clock, CPU overhead included, which the simulator's calibrated per-batch overhead stands
 for (docs/slai.md).
@@ -119,7 +120,9 @@ class SLAI(Policy):
         """Slot for one decode; out of KV, preempt the last paused prefill, else the decode itself."""
         need = b.decode_blocks(r)
         while need > b.free:
-            victim = next((p for p in reversed(self.paused) if p.id not in b.preempted), None)
+            # A prefill continued in this batch is no longer paused (the reference pops it from the list).
+            busy = {p.id for p, _ in b.plan.prefills}
+            victim = next((p for p in reversed(self.paused) if p.id not in b.preempted and p.id not in busy), None)
             if victim is None:
                 b.preempt(r)
                 return False
