@@ -48,7 +48,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def steps_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("steps")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, steps_dir):
     from llmsched.integrations.ray_serve import server
     from llmsched.integrations.ray_serve.app import ServeConfig
     from llmsched.integrations.ray_serve.replica import ReplicaOptions
@@ -58,7 +63,9 @@ def app(tmp_path_factory):
     mark = uuid.uuid4().hex
     saved = {k: os.environ.get(k) for k in (MARK, "RAY_AUTH_MODE")}
     os.environ[MARK], os.environ["RAY_AUTH_MODE"] = mark, "disabled"
-    cfg = ServeConfig(str(model), (ReplicaOptions(max_num_seqs=8),) * 2, router="least-work", policy="slai")
+    cfg = ServeConfig(
+        str(model), (ReplicaOptions(max_num_seqs=8),) * 2, router="least-work", policy="slai", steps_dir=str(steps_dir)
+    )
     served = None
     try:
         served = server.start(cfg, port=free_port(), num_cpus=2)
@@ -117,15 +124,27 @@ def test_serves_concurrent_requests_where_the_router_chose(app):
     assert all(r["booked_requests"] == 0 for r in snap["replicas"].values())
 
 
-def test_streams_openai_style_chunks(app):
+def test_streams_openai_style_chunks(app, steps_dir):
+    from llmsched.integrations.vllm.steps import step_cycles
+
     async def one():
         async with httpx.AsyncClient(timeout=60) as client:
             return await complete(client, app.url, 0, stream=True)
 
+    sent = time.monotonic()
     code, events = asyncio.run(one())
     assert code == 200
     assert events[-1]["usage"]["completion_tokens"] == MAX_TOKENS
     assert events[-2]["choices"][0]["finish_reason"] == "length"
+    first = next(e for e in events if e.get("num_tokens"))
+    arrived, first_token = first["replica_times"]  # host clock: the path and the engine's part of TTFT
+    assert sent < arrived <= first_token < time.monotonic()
+    assert sum("replica_times" in e for e in events) == 1
+    # the replica's engine logged the step that prefilled the prompt (16 tokens) between the two stamps (and
+    # may have started the next, a decode, before the first token reached the replica)
+    steps = step_cycles(str(steps_dir / f"rank{first['replica_rank']}.csv"), arrived, first_token)
+    assert [shape.prefill_tokens for _, shape in steps][:1] == [16]
+    assert all(shape.prefill_tokens == 0 and shape.decodes == 1 for _, shape in steps[1:])
     bad = httpx.post(app.url + "/v1/completions", json={"prompt": "", "max_tokens": 3}, timeout=10)
     assert bad.status_code == 400 and "prompt" in bad.json()["error"]["message"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import NamedTuple, Protocol
 
 
@@ -43,3 +44,41 @@ class PerfModel(Protocol):
     def batch_time(self, shape: BatchShape) -> float:
         """Seconds one forward pass over this batch takes, per-batch overhead included."""
         ...
+
+
+class Scaled:
+    """A batch-time model slowed (or sped up) by a constant factor: a machine's speed during one run."""
+
+    def __init__(self, inner: PerfModel, factor: float) -> None:
+        self.inner, self.factor, self.name = inner, factor, f"{inner.name} x {factor:.3f}"
+
+    def batch_time(self, shape: BatchShape) -> float:
+        return self.factor * self.inner.batch_time(shape)
+
+
+def step_ratios(steps: list[tuple[float, BatchShape]], model: PerfModel) -> list[float]:
+    """Measured / predicted time of each measured step (seconds, shape)."""
+    return [t / model.batch_time(s) for t, s in steps]
+
+
+def speed_factor(steps: list[tuple[float, BatchShape]], model: PerfModel) -> float:
+    """The median over measured steps of measured / predicted time; 1.0 with no steps."""
+    ratios = sorted(step_ratios(steps, model))
+    if not ratios:
+        return 1.0
+    n = len(ratios)
+    return ratios[n // 2] if n % 2 else (ratios[n // 2 - 1] + ratios[n // 2]) / 2
+
+
+class Jittered:
+    """A batch-time model times a ratio drawn, seeded, from measured step ratios (`step_ratios`): a machine's
+    step-to-step spread, which a constant factor leaves out of the tails (p99 ITL is the slow steps)."""
+
+    def __init__(self, inner: PerfModel, ratios: list[float], seed: int = 0) -> None:
+        if not ratios:
+            raise ValueError("Jittered needs at least one measured ratio")
+        self.inner, self.ratios, self._rng = inner, list(ratios), random.Random(seed)
+        self.name = f"{inner.name} x measured spread"
+
+    def batch_time(self, shape: BatchShape) -> float:
+        return self._rng.choice(self.ratios) * self.inner.batch_time(shape)

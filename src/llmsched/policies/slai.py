@@ -77,6 +77,10 @@ class SLAI(Policy):
     def schedule(self, view: EngineView) -> Plan:
         b = BatchBuilder(view)
         now, beta = view.clock, self.cfg.limit_total_decodes
+        # No prefill can run (none paused, none admissible): critical and relaxed decodes take the batch alone,
+        # so when all of them fit, their order does not matter and one pass takes them.
+        if not self.paused and (b.seqs >= view.max_num_seqs or not view.waiting) and self._take_all_if_they_fit(b, 0):
+            return b.plan
         critical = 0
         while self.decode_queue and b.room > 0 and critical < beta and self.decode_queue[0][0] <= now:
             r = self._pop()

@@ -44,6 +44,7 @@ class ServeConfig:
     seed: int = 0
     stats_period_s: float = 0.5
     model_name: str = "llmsched"
+    steps_dir: str | None = None  # each replica's engine steps as CSV, rank<k>.csv (integrations/vllm/steps.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -154,6 +155,8 @@ class Ingress:
                 n += c["tokens"]
                 choice = {"index": 0, "text": c["text"], "finish_reason": c["finish_reason"], "logprobs": None}
                 event = {**head, "choices": [choice], "replica_rank": c["rank"], "num_tokens": c["tokens"]}
+                if "times" in c:
+                    event["replica_times"] = c["times"]
                 yield f"data: {json.dumps(event)}\n\n"
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
             yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n"
@@ -210,5 +213,6 @@ def build_app(cfg: ServeConfig) -> Any:
         cfg.tiers,
         max(1, int(cfg.cpus_per_replica)),
         cfg.enforce_eager,
+        cfg.steps_dir,
     )
     return Ingress.bind(llm, cfg.model_dir, cfg.model_name)

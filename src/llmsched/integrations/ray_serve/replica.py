@@ -83,6 +83,7 @@ class LLMReplica:
         tiers: str | None = None,
         cpus_per_replica: int = 1,
         enforce_eager: bool = True,
+        steps_dir: str | None = None,
     ) -> None:
         from ray import serve
 
@@ -94,7 +95,10 @@ class LLMReplica:
         self.outstanding: dict[str, tuple[int, int]] = {}
         self.served = self.completed = self.failed = 0
         t0 = time.monotonic()
-        self.engine = _start_engine(model_dir, policy, self.options, tiers, cpus_per_replica, self.rank, enforce_eager)
+        steps = os.path.join(steps_dir, f"rank{self.rank}.csv") if steps_dir and policy != "vllm-default" else None
+        self.engine = _start_engine(
+            model_dir, policy, self.options, tiers, cpus_per_replica, self.rank, enforce_eager, steps
+        )
         t1 = time.monotonic()
         cache = getattr(getattr(self.engine, "vllm_config", None), "cache_config", None)
         self.kv_blocks = getattr(cache, "num_gpu_blocks", None)
@@ -130,7 +134,9 @@ class LLMReplica:
         extra: dict[str, Any] | None = None,
         detokenize: bool = True,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Stream {"text", "tokens", "finish_reason", "rank"} deltas; the last one has a finish_reason."""
+        """Stream {"text", "tokens", "finish_reason", "rank"} deltas; the last one has a finish_reason. The first
+        delta with tokens also has "times": [arrival here, first token here] (host `time.monotonic()`), so a
+        client on this host can split its TTFT into the path to and from the replica and the engine's part."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -144,17 +150,20 @@ class LLMReplica:
         )
         self.outstanding[rid] = (len(prompt_token_ids), max_tokens)
         self.served += 1
-        finished = False
+        finished, arrived = False, time.monotonic()
         try:
             async for out in self.engine.generate({"prompt_token_ids": list(prompt_token_ids)}, params, rid):
                 o = out.outputs[0] if out.outputs else None
                 finished = out.finished
-                yield {
+                delta = {
                     "text": o.text if o is not None else "",
                     "tokens": len(o.token_ids) if o is not None else 0,
                     "finish_reason": (o.finish_reason if o is not None else "stop") if out.finished else None,
                     "rank": self.rank,
                 }
+                if arrived and delta["tokens"]:
+                    delta["times"], arrived = [arrived, time.monotonic()], 0.0
+                yield delta
             self.completed += 1
         except BaseException:
             self.failed += 1
@@ -199,6 +208,7 @@ def _start_engine(
     cpus_per_replica: int,
     rank: int,
     enforce_eager: bool,
+    steps_out: str | None = None,
 ) -> Any:
     # Read by the engine-core process this replica spawns, so set here, per replica.
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(o.kv_cache_gib)
@@ -211,7 +221,7 @@ def _start_engine(
     from llmsched.integrations.vllm.engine import EngineSetup, engine_args
 
     setup = EngineSetup(model_dir, o.token_budget, o.max_num_seqs, o.max_model_len, o.kv_cache_gib, o.num_blocks,
-                        enforce_eager, tiers)  # fmt: skip
+                        enforce_eager, tiers, {"steps_out": steps_out} if steps_out else {})  # fmt: skip
     config = AsyncEngineArgs(**engine_args(setup, policy)).create_engine_config()
     # vLLM's CPU platform runs the model in a third process (its "mp" executor) because OpenMP threads cannot be
     # bound in a process that may have used them already. The engine-core process AsyncLLM spawns is fresh and

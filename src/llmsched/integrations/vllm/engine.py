@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from llmsched.errors import UserError
+from llmsched.integrations.vllm.steps import step_shape
 from llmsched.perf.base import BatchShape
 from llmsched.sim.engine import BatchLog, RunResult
 from llmsched.workload.request import FINISHED, REJECTED, UNFINISHED, Request
@@ -110,17 +111,8 @@ class StepRecorder:
             started, t0 = time.monotonic(), time.perf_counter()
             out = inner(*args, **kwargs)
             self.schedule_s.append(time.perf_counter() - t0)
-            n = out.num_scheduled_tokens
-            if n:
-                chunks, decodes = [], []
-                for rid, k in n.items():
-                    r = self.sched.requests[rid]
-                    context = r.num_computed_tokens - k  # vLLM advanced it inside schedule()
-                    if k == 1 and r.num_output_tokens > 0:
-                        decodes.append(context)
-                    else:
-                        chunks.append((k, context))
-                shape = BatchShape.of(chunks, decodes)
+            if out.num_scheduled_tokens:
+                shape = step_shape(self.sched.requests, out.num_scheduled_tokens)
                 self.shapes.append(shape)
                 self.log.start.append(started)
                 self.log.duration.append(0.0)

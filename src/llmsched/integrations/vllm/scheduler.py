@@ -25,7 +25,8 @@ waiting for a grammar or streamed input).
 Configuration, `additional_config={"llmsched": {...}}` (CLI `--additional-config`):
   policy (overrides the class's), options (policy knobs), tiers (as `--tiers`; TBT and priority per tier),
   default_tbt (0.2 s), watermark (fraction of KV blocks an admission leaves free, 0.01), record_steps (keep
-  each step's {request id: tokens} in `step_log`, for the differential test).
+  each step's {request id: tokens} in `step_log`, for the differential test), steps_out (a CSV file: each
+  step's batch shape and times, `steps.StepFile`).
 Per request: `SamplingParams(extra_args={"tier": "paying", "tbt": 0.1, "priority": 0})` (OpenAI API:
 `vllm_xargs`); see `view.TierTable` for the defaults when absent.
 """
@@ -42,6 +43,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
 from vllm.v1.request import RequestStatus
 
+from llmsched.integrations.vllm.steps import StepFile, step_shape
 from llmsched.integrations.vllm.view import RequestView, RunningViews, TierTable, VLLMView
 from llmsched.policies import Plan, make_policy
 from llmsched.waitqueue import WaitQueue
@@ -73,6 +75,7 @@ class PolicyScheduler(Scheduler):
         self.watermark = float(cfg.get("watermark", 0.01))
         self.record_steps = bool(cfg.get("record_steps", False))
         self.step_log: list[dict[str, int]] = []
+        self.step_file = StepFile(str(cfg["steps_out"])) if cfg.get("steps_out") else None
         self.stats = {
             "steps": 0, "policy_steps": 0, "fallback_steps": 0, "mismatched_steps": 0, "rejected": 0, "resyncs": 0,
         }  # fmt: skip
@@ -188,6 +191,8 @@ class PolicyScheduler(Scheduler):
             self._inflight = (start, plan, matched, {w.req.request_id for w in plan.decodes} if not matched else set())
         if self.record_steps:
             self.step_log.append(dict(out.num_scheduled_tokens))
+        if self.step_file is not None and out.num_scheduled_tokens:
+            self.step_file.started(start, step_shape(self.requests, out.num_scheduled_tokens))
         return out
 
     def _check_supported(self) -> None:
@@ -290,6 +295,8 @@ class PolicyScheduler(Scheduler):
             if w is not None and w.req.is_finished():
                 del self._views[rid]
         self._freed = []
+        if self.step_file is not None:
+            self.step_file.ended(time.monotonic(), bool(self.running or self.waiting))
         return outputs
 
     def _executed(self, out: Any, planned: Plan | None, decoding: set[str]) -> Plan:

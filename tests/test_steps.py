@@ -1,0 +1,66 @@
+"""Step files written inside a served replica's engine, and the speed factor read from them (no vLLM needed)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from llmsched.integrations.vllm.steps import StepFile, step_cycles, step_shape
+from llmsched.perf.base import BatchShape, Jittered, Scaled, speed_factor, step_ratios
+
+
+class Linear:
+    name = "linear"
+
+    def batch_time(self, shape: BatchShape) -> float:
+        return 0.01 + 0.001 * shape.tokens
+
+
+def test_step_shape_tells_decodes_from_chunks_after_vllm_advanced_the_counts():
+    requests = {
+        "a": SimpleNamespace(num_computed_tokens=101, num_output_tokens=3),  # decode at context 100
+        "b": SimpleNamespace(num_computed_tokens=64, num_output_tokens=0),  # first chunk of 64
+        "c": SimpleNamespace(num_computed_tokens=1, num_output_tokens=0),  # a 1-token prompt is a prefill
+    }
+    shape = step_shape(requests, {"a": 1, "b": 64, "c": 1})
+    assert shape == BatchShape.of([(64, 0), (1, 0)], [100])
+
+
+def test_a_busy_step_lasts_until_the_next_starts_and_an_idle_one_until_it_ended(tmp_path):
+    path = tmp_path / "deep" / "rank0.csv"
+    f = StepFile(str(path))
+    s = BatchShape.of([], [10, 20])
+    for start, end, busy in ((1.0, 1.5, True), (1.7, 2.0, False), (5.0, 5.25, True), (5.5, 5.75, False)):
+        f.started(start, s)
+        f.ended(end, busy)
+    f.ended(9.0, True)  # no step in flight: nothing written
+    cycles = step_cycles(str(path), 0.0, 10.0)
+    assert [c for c, _ in cycles] == pytest.approx([0.7, 0.3, 0.5, 0.25])
+    assert all(shape == s for _, shape in cycles)
+    assert [c for c, _ in step_cycles(str(path), 4.0, 10.0)] == pytest.approx([0.5, 0.25])
+    StepFile(str(path)).started(20.0, s)  # a restarted engine appends, without a second header
+    assert path.read_text().count("start") == 1
+
+
+def test_speed_factor_is_the_median_ratio_and_scaling_by_it_fits_the_steps():
+    model = Linear()
+    shapes = [BatchShape.of([], [50] * k) for k in (1, 4, 8)]
+    steps = [(1.3 * model.batch_time(s), s) for s in shapes] + [(10.0, shapes[0])]  # one outlier
+    f = speed_factor(steps, model)
+    assert abs(f - 1.3) < 1e-9
+    assert abs(Scaled(model, f).batch_time(shapes[2]) - steps[2][0]) < 1e-9
+    assert speed_factor([], model) == 1.0
+
+
+def test_jittered_draws_the_measured_ratios_reproducibly():
+    model, shape = Linear(), BatchShape.of([], [50] * 4)
+    ratios = [0.9, 1.0, 2.0]
+    times = [Jittered(model, ratios, seed=7).batch_time(shape) for _ in range(3)]
+    assert len(set(times)) == 1  # same seed, same first draw
+    j = Jittered(model, ratios, seed=7)
+    drawn = {round(j.batch_time(shape) / model.batch_time(shape), 9) for _ in range(200)}
+    assert drawn == set(ratios)
+    assert step_ratios([(2 * model.batch_time(shape), shape)], model) == [2.0]
+    with pytest.raises(ValueError):
+        Jittered(model, [])
