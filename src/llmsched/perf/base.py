@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import statistics
 from typing import NamedTuple, Protocol
 
 
@@ -63,11 +64,8 @@ def step_ratios(steps: list[tuple[float, BatchShape]], model: PerfModel) -> list
 
 def speed_factor(steps: list[tuple[float, BatchShape]], model: PerfModel) -> float:
     """The median over measured steps of measured / predicted time; 1.0 with no steps."""
-    ratios = sorted(step_ratios(steps, model))
-    if not ratios:
-        return 1.0
-    n = len(ratios)
-    return ratios[n // 2] if n % 2 else (ratios[n // 2 - 1] + ratios[n // 2]) / 2
+    ratios = step_ratios(steps, model)
+    return statistics.median(ratios) if ratios else 1.0
 
 
 class Jittered:
