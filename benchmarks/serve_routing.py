@@ -91,6 +91,10 @@ class Replayed:
     path_s: list[float]
     engine_s: list[float]  # the replica's part of TTFT: its arrival to its first token
 
+    def median_ms(self, field: str) -> float | None:
+        values = getattr(self, field)
+        return float(np.median(values)) * 1e3 if values else None
+
 
 async def replay(url: str, requests, vocab: int, seed: int) -> Replayed:
     """Send each request at its arrival time (streaming); stamp tokens as their chunks arrive. Requests are
@@ -177,8 +181,8 @@ class Calibration:
 
     model: ServedPerf
     latency: float
-    path_ms: float
-    engine_ttft_ms: float
+    path_ms: float | None
+    engine_ttft_ms: float | None
     steps: int
 
 
@@ -194,8 +198,7 @@ def calibrate(
     model = fit_served(perf, steps)
     served = summarize(RunResult(reqs, BatchLog(), 0, got.end), [])["median_ttft_ms"] / 1e3
     sim = summarize(predict(probe_reqs, router, [model] * replicas, 0.0), [])["median_ttft_ms"] / 1e3
-    return Calibration(model, max(0.0, served - sim), float(np.median(got.path_s)) * 1e3,
-                       float(np.median(got.engine_s)) * 1e3, len(steps))  # fmt: skip
+    return Calibration(model, max(0.0, served - sim), got.median_ms("path_s"), got.median_ms("engine_s"), len(steps))
 
 
 def simulate(requests, router, capacities, replicas: list[dict], perfs, policy, max_len: int, seed: int, latency):
@@ -252,6 +255,8 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--out", default=None, help="write the JSON report here")
     args = ap.parse_args()
+    if args.policy == "vllm-default":  # its replicas run vLLM's own scheduler, which logs no steps
+        ap.error("--policy vllm-default: the calibration reads the llmsched plugin's step logs; use slai or sarathi")
 
     from llmsched.integrations.ray_serve import server
     from llmsched.integrations.ray_serve.app import ServeConfig
@@ -303,10 +308,11 @@ def main() -> None:
                                 seed=args.seed + 1)  # fmt: skip
             got = calibrate(served.url, perf, build_requests(wl, spec.max_len)[0], predict, args.probe_router,
                             steps_dir, len(opts), spec.vocab)  # fmt: skip
-            m = got.model
+            m, nan = got.model, float("nan")
             print(f"calibration at {qps:.2f} req/s: {m.compute:.2f} x profile + {m.per_seq * 1e3:.2f} ms per "
-                  f"sequence ({got.steps} steps); latency {got.latency * 1e3:.0f} ms (probe: path {got.path_ms:.0f} "
-                  f"ms, replica to first token {got.engine_ttft_ms:.0f} ms)", file=sys.stderr)  # fmt: skip
+                  f"sequence ({got.steps} steps); latency {got.latency * 1e3:.0f} ms (probe: path "
+                  f"{got.path_ms or nan:.0f} ms, replica to first token {got.engine_ttft_ms or nan:.0f} ms)",
+                  file=sys.stderr)  # fmt: skip
             return got
 
         mean_decode = float(np.mean([r.decode_len for r in workload(1.0)[0]]))
@@ -328,8 +334,7 @@ def main() -> None:
                 counts = [got.per_rank.get(i, 0) for i in range(len(opts))]
                 runs[name].append({
                     "summary": real, "lost": lost, "per_replica": counts, "window": [got.t0, got.t0 + got.end],
-                    "median_path_ms": float(np.median(got.path_s)) * 1e3 if got.path_s else None,
-                    "median_engine_ttft_ms": float(np.median(got.engine_s)) * 1e3 if got.engine_s else None,
+                    "median_path_ms": got.median_ms("path_s"), "median_engine_ttft_ms": got.median_ms("engine_s"),
                 })  # fmt: skip
                 print(f"run {rep + 1} {name}: requests per replica {counts}, completed {real['completed']}/"
                       f"{len(real_reqs)}, lost {lost}, median TTFT {real['median_ttft_ms']:.0f} ms, p99 TTFT "
