@@ -12,6 +12,8 @@ next). So a second comparison separates that from the simulator's scheduling: ea
 prediction, and the simulator, its model scaled by that one number, is compared with that run ("speed-adjusted":
 the median over runs of the per-run errors). A third draws each simulated step's factor from that run's measured
 ratios ("with the spread"): a constant factor leaves the step-to-step jitter out, and p99 ITL is the slow steps.
+A fourth draws them by step kind ("by kind"): steps with a prefill chunk from the prefill steps' ratios, decode-only
+steps from theirs (`perf.base.step_ratios_by_kind`).
 The simulator runs `vllm-v1` (our model of vLLM's scheduler) for `vllm-default` and the same policy for plugin
 runs, with vLLM's block size, KV pool, token budget and max_num_seqs. Target: |error| <= 10% (aim 5%).
 
@@ -35,7 +37,7 @@ from engine_slai import bench, scaled_trace
 
 from llmsched.commands.bench_engine import model_max_len
 from llmsched.metrics import summarize
-from llmsched.perf.base import BatchShape, Jittered, Scaled, speed_factor, step_ratios
+from llmsched.perf.base import BatchShape, Jittered, Scaled, speed_factor, step_ratios_by_kind
 from llmsched.perf.fitted import load_perf_model
 from llmsched.perf.hf_config import register, spec_from_hf
 from llmsched.policies import make_policy
@@ -57,6 +59,12 @@ def simulate(policy: str, wl: WorkloadConfig, perf, num_blocks: int, max_len: in
     cfg = EngineConfig(num_blocks=num_blocks, token_budget=512, max_num_seqs=128, block_size=128,
                        watermark=0.0 if policy == "vllm-default" else 0.01, max_model_len=max_len)  # fmt: skip
     return summarize(SimEngine(cfg, make_policy(SIM_POLICY.get(policy, policy)), perf).run(requests), tiers)
+
+
+def per_run_errors(policy: str, wl: WorkloadConfig, perfs: list, runs: list[dict], blocks: int, max_len: int) -> dict:
+    """The median over real runs of the relative error of the simulator given that run's model (`perfs`)."""
+    per_run = [(simulate(policy, wl, perf, blocks, max_len), r) for perf, r in zip(perfs, runs, strict=True)]
+    return {k: statistics.median((s[k] - r[k]) / r[k] for s, r in per_run) for k in KEYS}
 
 
 def main() -> None:
@@ -88,7 +96,7 @@ def main() -> None:
     policies = args.policies.split(",")
     runs: dict[str, list[dict]] = {p: [] for p in policies}
     factors: dict[str, list[float]] = {p: [] for p in policies}
-    ratios: dict[str, list[list[float]]] = {p: [] for p in policies}
+    ratios: dict[str, list[dict[bool, list[float]]]] = {p: [] for p in policies}
     for rep in range(args.repeats):
         for policy in policies:
             steps = tmp / f"steps-{rep}"
@@ -96,7 +104,7 @@ def main() -> None:
                                       "--steps-out", str(steps)))  # fmt: skip
             measured = steps_of(steps / f"{policy}.csv")
             factors[policy].append(speed_factor(measured, perf))
-            ratios[policy].append(step_ratios(measured, perf))
+            ratios[policy].append(step_ratios_by_kind(measured, perf))
     report = {}
     for policy in policies:
         real = {k: statistics.median(r[k] for r in runs[policy]) for k in KEYS}
@@ -104,16 +112,16 @@ def main() -> None:
         blocks = runs[policy][0]["kv_blocks"]
         sim = simulate(policy, wl, perf, blocks, max_len)
         error = {k: (sim[k] - real[k]) / real[k] for k in KEYS}
-        per_run = [(simulate(policy, wl, Scaled(perf, f), blocks, max_len), r) for f, r in zip(factors[policy],
-                   runs[policy], strict=True)]  # fmt: skip
-        adjusted = {k: statistics.median((s[k] - r[k]) / r[k] for s, r in per_run) for k in KEYS}
-        per_run = [(simulate(policy, wl, Jittered(perf, q, seed=0), blocks, max_len), r) for q, r in zip(ratios[policy],
-                   runs[policy], strict=True)]  # fmt: skip
-        spread_adj = {k: statistics.median((s[k] - r[k]) / r[k] for s, r in per_run) for k in KEYS}
+        adjusted = per_run_errors(policy, wl, [Scaled(perf, f) for f in factors[policy]], runs[policy], blocks, max_len)
+        spread_adj, by_kind = (
+            per_run_errors(policy, wl, [Jittered(perf, pool(q), seed=0) for q in ratios[policy]], runs[policy],
+                           blocks, max_len)
+            for pool in (lambda q: q[True] + q[False], lambda q: q)
+        )  # fmt: skip
         report[policy] = {"real": real, "real_runs": {k: [r[k] for r in runs[policy]] for k in KEYS},
                           "real_spread": spread, "sim": {k: sim[k] for k in KEYS}, "error": error,
                           "speed_factors": factors[policy], "speed_adjusted_error": adjusted,
-                          "spread_adjusted_error": spread_adj}  # fmt: skip
+                          "spread_adjusted_error": spread_adj, "spread_by_kind_error": by_kind}  # fmt: skip
         print(f"{policy}: " + ", ".join(f"{k} real {real[k]:.1f} (runs +-{spread[k]:.0%}) sim {sim[k]:.1f} "
                                         f"({error[k]:+.1%})" for k in KEYS))  # fmt: skip
         print(f"  speed factors {', '.join(f'{f:.2f}' for f in factors[policy])}; speed-adjusted errors: "
@@ -122,11 +130,14 @@ def main() -> None:
             "  with each run's step-to-step spread (each step's time drawn from the run's measured ratios): "
             + ", ".join(f"{k} {spread_adj[k]:+.1%}" for k in KEYS)
         )
+        print("  drawn by step kind (prefill steps from prefill steps' ratios): "
+              + ", ".join(f"{k} {by_kind[k]:+.1%}" for k in KEYS))  # fmt: skip
     worst = max(abs(e) for p in report.values() for e in p["error"].values())
     worst_adj = max(abs(e) for p in report.values() for e in p["speed_adjusted_error"].values())
     worst_spread = max(abs(e) for p in report.values() for e in p["spread_adjusted_error"].values())
+    worst_kind = max(abs(e) for p in report.values() for e in p["spread_by_kind_error"].values())
     print(f"qps {args.qps}, {args.num_requests} requests, {args.repeats} real runs per policy: worst |error| "
-          f"{worst:.1%}, speed-adjusted {worst_adj:.1%}, with the spread {worst_spread:.1%} "
+          f"{worst:.1%}, speed-adjusted {worst_adj:.1%}, with the spread {worst_spread:.1%}, by kind {worst_kind:.1%} "
           "(target <= 10%, aim 5%)")  # fmt: skip
     print(json.dumps({"setup": vars(args) | {"profile": profile}, "report": report}, sort_keys=True))
 

@@ -13,8 +13,9 @@ What serving adds is calibrated on the live app before every served run: a probe
 (the same length distribution, another seed, --probe-router, at --probe-load x the load: host contention grows
 with load, so the probe runs at the load it calibrates for) is replayed, the replicas' own step logs (shape and
 time of each engine step, `integrations/vllm/steps.py`) fit the served step time as c x the profile + d x
-sequences, and the probe's median TTFT as served less as simulated with that model is the latency outside the
-engines. The prediction takes the median of these calibrations. Beside it, "speed-adjusted": each run simulated
+sequences, and the latency outside the engines is the probe's median path (client to replica and back) plus its
+median hop from the engine core back to the replica, from the replicas' stamps (`replica_times`). The prediction
+takes the median of these calibrations. Beside it, "speed-adjusted": each run simulated
 with each replica's model scaled by how fast that replica really ran in that run (its step log).
 
 Both routers (served and simulated) get the same capacities: b/t(b) decode tokens/s at the replica's
@@ -78,22 +79,39 @@ def decode_capacity(perf, b: int, context: int) -> float:
     return b / perf.batch_time(BatchShape.of([], [context] * b))
 
 
+# Each request's TTFT, split by the replica's `replica_times` (host clock): the path outside the replica (client to
+# replica, and back), the replica's part (its arrival to its first token), and within that the hop to the engine
+# core, the queueing there, the prefill step(s) and the hop back to the replica.
+SPLITS = ("path", "replica", "to_engine", "queue", "prefill", "from_engine")
+
+
 @dataclass
 class Replayed:
     """One replay: the replica rank per request (None: no token came), requests per rank, the last token's
-    time, the host-clock time the arrivals count from, and per request the time its first token spent outside
-    the replica's engine (client to replica, and back; from the replica's `replica_times`)."""
+    time, the host-clock time the arrivals count from, and each request's TTFT split (`SPLITS`, seconds)."""
 
     ranks: list[int | None]
     per_rank: Counter
     end: float
     t0: float
-    path_s: list[float]
-    engine_s: list[float]  # the replica's part of TTFT: its arrival to its first token
+    split: dict[str, list[float]]
 
-    def median_ms(self, field: str) -> float | None:
-        values = getattr(self, field)
+    def median_ms(self, part: str) -> float | None:
+        values = self.split[part]
         return float(np.median(values)) * 1e3 if values else None
+
+    def medians_ms(self) -> dict[str, float | None]:
+        return {part: self.median_ms(part) for part in SPLITS}
+
+
+def split_ttft(sent: float, received: float, times: dict[str, float]) -> dict[str, float]:
+    arrived, first = times["arrived"], times["first_token"]
+    parts = {"path": (arrived - sent) + (received - first), "replica": first - arrived}
+    if {"queued", "scheduled", "engine_first_token"} <= times.keys():
+        parts |= {"to_engine": times["queued"] - arrived, "queue": times["scheduled"] - times["queued"],
+                  "prefill": times["engine_first_token"] - times["scheduled"],
+                  "from_engine": first - times["engine_first_token"]}  # fmt: skip
+    return parts
 
 
 async def replay(url: str, requests, vocab: int, seed: int) -> Replayed:
@@ -104,8 +122,7 @@ async def replay(url: str, requests, vocab: int, seed: int) -> Replayed:
     rng = np.random.default_rng(seed)
     prompts = [rng.integers(3, vocab, size=r.prompt_len).tolist() for r in requests]
     ranks: list[int | None] = [None] * len(requests)
-    paths: list[float] = []
-    engine: list[float] = []
+    split: dict[str, list[float]] = {part: [] for part in SPLITS}
     t0 = time.monotonic() + 0.5
 
     async def one(k: int, client) -> None:
@@ -128,9 +145,8 @@ async def replay(url: str, requests, vocab: int, seed: int) -> Replayed:
                     if n:
                         ranks[k] = event.get("replica_rank")
                         if "replica_times" in event:
-                            arrived, first = event["replica_times"]
-                            paths.append((arrived - sent) + (now + t0 - first))
-                            engine.append(first - arrived)
+                            for part, value in split_ttft(sent, now + t0, event["replica_times"]).items():
+                                split[part].append(value)
                         r.token_times.extend([now] * n)
                         r.generated += n
             r.state = FINISHED if r.generated >= r.decode_len else REJECTED
@@ -142,7 +158,7 @@ async def replay(url: str, requests, vocab: int, seed: int) -> Replayed:
     async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
         await asyncio.gather(*(one(k, client) for k in range(len(requests))))
     end = max((t for r in requests for t in r.token_times[-1:]), default=0.0)
-    return Replayed(ranks, Counter(x for x in ranks if x is not None), end, t0, paths, engine)
+    return Replayed(ranks, Counter(x for x in ranks if x is not None), end, t0, split)
 
 
 @dataclass(frozen=True)
@@ -174,15 +190,19 @@ def fit_served(perf, steps: list[tuple[float, BatchShape]]) -> ServedPerf:
 
 @dataclass(frozen=True)
 class Calibration:
-    """What serving adds, measured on the live app: the replicas' step model and the latency outside it (client
-    to replica and back, plus the hops inside a replica between AsyncLLM and its engine core): the probe's
-    median TTFT as served less as simulated with that model. `path_ms`/`engine_ttft_ms`: the probe's TTFT split
-    at the replica (`replica_times`)."""
+    """What serving adds, measured on the live app: the replicas' step model and the latency outside the engines,
+    the medians of the probe's path (client to replica and back) and hop from the engine core back to the replica
+    (`replica_times`). The hop in is not added: the engine core takes new requests between steps, so it mostly
+    overlaps the step in progress, which the simulator models. Without the engine's stamps, the latency is the
+    probe's median TTFT as served less as simulated. `split_ms`: the medians of the probe's TTFT split
+    (`SPLITS`); `sim_ttft_ms`: its median TTFT simulated with the model (the engines' part); `unexplained`: the
+    probe's median TTFT as served less as predicted (the simulated engines plus `latency`)."""
 
     model: ServedPerf
     latency: float
-    path_ms: float | None
-    engine_ttft_ms: float | None
+    split_ms: dict[str, float | None]
+    sim_ttft_ms: float
+    unexplained: float
     steps: int
 
 
@@ -190,7 +210,7 @@ def calibrate(
     url: str, perf, probe_reqs, predict, router: str, steps_dir: Path, replicas: int, vocab: int
 ) -> Calibration:
     """Replay `probe_reqs` (not the evaluated requests; the app routing with `router`), fit the step model to the
-    replicas' steps in that window, then take the latency as the TTFT the model leaves unexplained."""
+    replicas' steps in that window, and measure the latency outside the engines."""
     reqs = copy.deepcopy(probe_reqs)
     got = asyncio.run(replay(url, reqs, vocab, seed=1))
     window = (got.t0, got.t0 + got.end)
@@ -198,7 +218,10 @@ def calibrate(
     model = fit_served(perf, steps)
     served = summarize(RunResult(reqs, BatchLog(), 0, got.end), [])["median_ttft_ms"] / 1e3
     sim = summarize(predict(probe_reqs, router, [model] * replicas, 0.0), [])["median_ttft_ms"] / 1e3
-    return Calibration(model, max(0.0, served - sim), got.median_ms("path_s"), got.median_ms("engine_s"), len(steps))
+    split = got.medians_ms()
+    path, back = split["path"], split["from_engine"]
+    latency = (path + back) / 1e3 if path is not None and back is not None else max(0.0, served - sim)
+    return Calibration(model, latency, split, sim * 1e3, served - sim - latency, len(steps))
 
 
 def simulate(requests, router, capacities, replicas: list[dict], perfs, policy, max_len: int, seed: int, latency):
@@ -248,7 +271,9 @@ def main() -> None:
     ap.add_argument("--trace", default=None, help="trace CSV (default: short synthetic requests)")
     ap.add_argument("--tiers", default="paying:0.5:tbt=0.2,free:0.5:tbt=1.0")
     ap.add_argument("--ttft-slo", type=float, default=1.0, help="TTFT SLO (s) for the attainment per tier")
-    ap.add_argument("--probe-requests", type=int, default=40, help="requests of each calibration probe")
+    # 80, not 40: a probe's start and drain (few requests, one replica idle) run the engines less contended than
+    # a run's steady state: with 40-request probes (set h) the runs' steps took a median 9% longer than calibrated.
+    ap.add_argument("--probe-requests", type=int, default=80, help="requests of each calibration probe")
     ap.add_argument("--probe-load", type=float, default=1.0, help="calibration probes run at this x the load")
     ap.add_argument("--probe-router", default="resource-aware", help="router of the calibration probes")
     ap.add_argument("--seed", type=int, default=42)
@@ -310,8 +335,11 @@ def main() -> None:
                             steps_dir, len(opts), spec.vocab)  # fmt: skip
             m, nan = got.model, float("nan")
             print(f"calibration at {qps:.2f} req/s: {m.compute:.2f} x profile + {m.per_seq * 1e3:.2f} ms per "
-                  f"sequence ({got.steps} steps); latency {got.latency * 1e3:.0f} ms (probe: path "
-                  f"{got.path_ms or nan:.0f} ms, replica to first token {got.engine_ttft_ms or nan:.0f} ms)",
+                  f"sequence ({got.steps} steps); latency {got.latency * 1e3:.0f} ms, unexplained "
+                  f"{got.unexplained * 1e3:+.0f} ms (probe: path "
+                  f"{got.split_ms['path'] or nan:.0f} ms, replica to first token {got.split_ms['replica'] or nan:.0f}"
+                  f" ms, of which queued {got.split_ms['queue'] or nan:.0f} ms and prefill "
+                  f"{got.split_ms['prefill'] or nan:.0f} ms; simulated {got.sim_ttft_ms:.0f} ms)",
                   file=sys.stderr)  # fmt: skip
             return got
 
@@ -334,7 +362,7 @@ def main() -> None:
                 counts = [got.per_rank.get(i, 0) for i in range(len(opts))]
                 runs[name].append({
                     "summary": real, "lost": lost, "per_replica": counts, "window": [got.t0, got.t0 + got.end],
-                    "median_path_ms": got.median_ms("path_s"), "median_engine_ttft_ms": got.median_ms("engine_s"),
+                    "median_ttft_split_ms": got.medians_ms(),
                 })  # fmt: skip
                 print(f"run {rep + 1} {name}: requests per replica {counts}, completed {real['completed']}/"
                       f"{len(real_reqs)}, lost {lost}, median TTFT {real['median_ttft_ms']:.0f} ms, p99 TTFT "
@@ -342,9 +370,11 @@ def main() -> None:
         # The prediction takes the median of the calibrations beside the runs (`predict` reads `cal`).
         med = {k: float(np.median([getattr(c.model, k) for c in cals])) for k in ("compute", "per_seq")}
         cal = Calibration(ServedPerf(perf, med["compute"], med["per_seq"]),
-                          float(np.median([c.latency for c in cals])), 0.0, 0.0, 0)  # fmt: skip
-        each = [{"compute": c.model.compute, "per_seq_s": c.model.per_seq, "latency_s": c.latency, "path_ms": c.path_ms,
-                 "engine_ttft_ms": c.engine_ttft_ms, "steps": c.steps} for c in cals]  # fmt: skip
+                          float(np.median([c.latency for c in cals])), {}, 0.0, 0.0, 0)  # fmt: skip
+        each = [{"compute": c.model.compute, "per_seq_s": c.model.per_seq, "latency_s": c.latency,
+                 "median_ttft_split_ms": c.split_ms, "sim_engine_ttft_ms": c.sim_ttft_ms,
+                 "unexplained_s": c.unexplained, "steps": c.steps}
+                for c in cals]  # fmt: skip
         report["calibration"] = {
             "compute": cal.model.compute, "per_seq_s": cal.model.per_seq, "latency_s": cal.latency,
             "probe_load": args.probe_load, "probe_requests": args.probe_requests, "each": each,
@@ -386,10 +416,13 @@ def main() -> None:
             adj = {k: float(np.median([e[k] for e in per_run])) for k in KEYS}
             report["routers"][name]["speed_adjusted_error"] = adj
             print(f"  speed-adjusted (each run's replicas at their speed in that run): speed factors "
-                  f"{[[round(f, 2) for f in x['speed_factors']] for x in runs[name]]}; served TTFT split: path "
-                  f"{[round(x['median_path_ms'] or 0) for x in runs[name]]} ms, engine TTFT "
-                  f"{[round(x['median_engine_ttft_ms'] or 0) for x in runs[name]]} ms; errors (median over runs) "
+                  f"{[[round(f, 2) for f in x['speed_factors']] for x in runs[name]]}; errors (median over runs) "
                   + ", ".join(f"{k} {adj[k]:+.1%}" for k in KEYS))  # fmt: skip
+            engines_ms = sim["median_ttft_ms"] - cal.latency * 1e3
+            report["routers"][name]["sim_engine_ttft_ms"] = engines_ms
+            print("  served TTFT split, medians per run (ms): " + "; ".join(
+                ", ".join(f"{part} {x['median_ttft_split_ms'][part] or float('nan'):.0f}" for part in SPLITS)
+                for x in runs[name]) + f"; simulated engines' part {engines_ms:.0f} ms")  # fmt: skip
     finally:
         server.stop(served)
     r = report["routers"]

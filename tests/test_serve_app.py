@@ -137,8 +137,10 @@ def test_streams_openai_style_chunks(app, steps_dir):
     assert events[-1]["usage"]["completion_tokens"] == MAX_TOKENS
     assert events[-2]["choices"][0]["finish_reason"] == "length"
     first = next(e for e in events if e.get("num_tokens"))
-    arrived, first_token = first["replica_times"]  # host clock: the path and the engine's part of TTFT
-    assert sent < arrived <= first_token < time.monotonic()
+    times = first["replica_times"]  # host clock: the path, the hops to the engine core, queueing, the prefill
+    arrived, first_token = times["arrived"], times["first_token"]
+    assert sent < arrived < times["queued"] <= times["scheduled"] < times["engine_first_token"] <= first_token
+    assert first_token < time.monotonic()
     assert sum("replica_times" in e for e in events) == 1
     # the replica's engine logged the step that prefilled the prompt (16 tokens) between the two stamps (and
     # may have started the next, a decode, before the first token reached the replica)
@@ -147,6 +149,13 @@ def test_streams_openai_style_chunks(app, steps_dir):
     assert all(shape.prefill_tokens == 0 and shape.decodes == 1 for _, shape in steps[1:])
     bad = httpx.post(app.url + "/v1/completions", json={"prompt": "", "max_tokens": 3}, timeout=10)
     assert bad.status_code == 400 and "prompt" in bad.json()["error"]["message"]
+
+
+def test_engines_run_at_the_hosts_normal_priority(app):
+    """Ray starts its workers at niceness 15 and each replica's engine-core process would inherit it."""
+    engines = [int(line.split(":")[0]) for line in marked_processes(os.environ[MARK]) if "EngineCore" in line]
+    assert len(engines) == 2
+    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in engines] == [0, 0]
 
 
 def test_killing_a_replica_mid_run_fails_or_retries_each_request_clearly(app):

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from llmsched.integrations.vllm.steps import StepFile, step_cycles, step_shape
-from llmsched.perf.base import BatchShape, Jittered, Scaled, speed_factor, step_ratios
+from llmsched.perf.base import BatchShape, Jittered, Scaled, speed_factor, step_ratios, step_ratios_by_kind
 
 
 class Linear:
@@ -64,3 +64,17 @@ def test_jittered_draws_the_measured_ratios_reproducibly():
     assert step_ratios([(2 * model.batch_time(shape), shape)], model) == [2.0]
     with pytest.raises(ValueError):
         Jittered(model, [])
+
+
+def test_jittered_by_kind_draws_prefill_steps_from_prefill_ratios():
+    model = Linear()
+    prefill, decode = BatchShape.of([(64, 0)], [50] * 2), BatchShape.of([], [50] * 4)
+    measured = [(3 * model.batch_time(prefill), prefill), (1.5 * model.batch_time(decode), decode),
+                (1.25 * model.batch_time(decode), decode)]  # fmt: skip
+    kinds = step_ratios_by_kind(measured, model)
+    assert kinds == {True: [3.0], False: [1.5, 1.25]}
+    j = Jittered(model, kinds, seed=1)
+    assert {round(j.batch_time(prefill) / model.batch_time(prefill), 9) for _ in range(50)} == {3.0}
+    assert {round(j.batch_time(decode) / model.batch_time(decode), 9) for _ in range(50)} == {1.5, 1.25}
+    only_decodes = Jittered(model, {False: [2.0]})  # a kind never measured borrows the other's
+    assert only_decodes.batch_time(prefill) == pytest.approx(2 * model.batch_time(prefill))

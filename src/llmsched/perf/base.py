@@ -68,15 +68,29 @@ def speed_factor(steps: list[tuple[float, BatchShape]], model: PerfModel) -> flo
     return statistics.median(ratios) if ratios else 1.0
 
 
+def step_ratios_by_kind(steps: list[tuple[float, BatchShape]], model: PerfModel) -> dict[bool, list[float]]:
+    """`step_ratios` split by whether the step ran a prefill chunk (True) or decodes only (False)."""
+    kinds: dict[bool, list[float]] = {True: [], False: []}
+    for t, s in steps:
+        kinds[s.prefill_tokens > 0].append(t / model.batch_time(s))
+    return kinds
+
+
 class Jittered:
     """A batch-time model times a ratio drawn, seeded, from measured step ratios (`step_ratios`): a machine's
-    step-to-step spread, which a constant factor leaves out of the tails (p99 ITL is the slow steps)."""
+    step-to-step spread, which a constant factor leaves out of the tails (p99 ITL is the slow steps).
 
-    def __init__(self, inner: PerfModel, ratios: list[float], seed: int = 0) -> None:
-        if not ratios:
+    `ratios` is one pool, or one per step kind (`step_ratios_by_kind`): steps with a prefill chunk and
+    decode-only steps stray from a profile differently (more compute per token against more per-sequence
+    work), so each simulated step draws from its own kind; a kind nothing was measured for uses the other's."""
+
+    def __init__(self, inner: PerfModel, ratios: list[float] | dict[bool, list[float]], seed: int = 0) -> None:
+        pools = dict(ratios) if isinstance(ratios, dict) else {True: list(ratios), False: list(ratios)}
+        if not any(pools.values()):
             raise ValueError("Jittered needs at least one measured ratio")
-        self.inner, self.ratios, self._rng = inner, list(ratios), random.Random(seed)
+        self.pools = {kind: pools.get(kind) or pools.get(not kind) for kind in (True, False)}
+        self.inner, self._rng = inner, random.Random(seed)
         self.name = f"{inner.name} x measured spread"
 
     def batch_time(self, shape: BatchShape) -> float:
-        return self._rng.choice(self.ratios) * self.inner.batch_time(shape)
+        return self._rng.choice(self.pools[shape.prefill_tokens > 0]) * self.inner.batch_time(shape)

@@ -63,6 +63,9 @@ class SLAI(Policy):
         self.decode_queue: list[tuple[float, float, int, Req]] = []  # (LST, arrival, id, request)
         self.lst: dict[int, float] = {}  # valid heap entries: request id -> its current LST
         self.clean = True  # no stale entries in decode_queue (it was rebuilt whole since the last change)
+        # decode_queue is a heap only when `heaped`: a batch that ran every decode rebuilds it whole, and the next
+        # batch usually takes it whole again (`_take_all_if_they_fit`), so it is heapified only when popped.
+        self.heaped = True
         self.paused: list[Req] = []
         self.mean_batch = 0.0
         self.batches = 0
@@ -81,6 +84,7 @@ class SLAI(Policy):
         # so when all of them fit, their order does not matter and one pass takes them.
         if not self.paused and (b.seqs >= view.max_num_seqs or not view.waiting) and self._take_all_if_they_fit(b, 0):
             return b.plan
+        self._heapify()
         critical = 0
         while self.decode_queue and b.room > 0 and critical < beta and self.decode_queue[0][0] <= now:
             r = self._pop()
@@ -111,10 +115,15 @@ class SLAI(Policy):
         live = q if self.clean else [e for e in q if self.lst.get(e[2]) == e[0]]
         if not live or len(live) > min(b.room, b.free) or taken + len(live) > self.cfg.limit_total_decodes:
             return False
-        self.decode_queue = []
+        self.decode_queue, self.heaped = [], True
         b.plan.decodes.extend(map(_request_of, live))
         b.tokens += len(live)
         return True
+
+    def _heapify(self) -> None:
+        if not self.heaped:
+            heapq.heapify(self.decode_queue)
+            self.heaped = True
 
     def _pop(self) -> Req | None:
         lst, _, rid, r = heapq.heappop(self.decode_queue)
@@ -161,14 +170,14 @@ class SLAI(Policy):
                 self.lst.pop(r.id, None)
             else:
                 requeue.append(r)
-        again, lsts = [], self.lst
-        for r in requeue:  # the hot loop: every decode of every batch
-            lst = lsts[r.id] = end + r.tbt - early
-            again.append((lst, r.arrival, r.id, r))
+        lsts = self.lst
+        again = [(end + r.tbt - early, r.arrival, r.id, r) for r in requeue]  # the hot path: every decode
+        for e in again:
+            lsts[e[2]] = e[0]
         if self.decode_queue:  # entries left in it may have gone stale above
+            self._heapify()
             self.clean = False
             for e in again:
                 heapq.heappush(self.decode_queue, e)
-        else:  # every decode ran: one heapify, of fresh entries only
-            heapq.heapify(again)
-            self.decode_queue, self.clean = again, True
+        else:  # every decode ran: fresh entries only, heapified when first popped
+            self.decode_queue, self.clean, self.heaped = again, True, False

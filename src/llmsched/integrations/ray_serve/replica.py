@@ -135,8 +135,11 @@ class LLMReplica:
         detokenize: bool = True,
     ) -> AsyncIterator[dict[str, Any]]:
         """Stream {"text", "tokens", "finish_reason", "rank"} deltas; the last one has a finish_reason. The first
-        delta with tokens also has "times": [arrival here, first token here] (host `time.monotonic()`), so a
-        client on this host can split its TTFT into the path to and from the replica and the engine's part."""
+        delta with tokens also has "times" (host `time.monotonic()`, one clock for every process on this host):
+        "arrived" and "first_token" here, and from vLLM's request stats (when the engine logs stats, its default)
+        "queued" (in the engine core's scheduler), "scheduled" (first step) and "engine_first_token" (the end of
+        the step that made it). A client on this host can thus split its TTFT into the path to and from the
+        replica, the hops between the replica and its engine core, the engine's queueing and the prefill."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -162,7 +165,7 @@ class LLMReplica:
                     "rank": self.rank,
                 }
                 if arrived and delta["tokens"]:
-                    delta["times"], arrived = [arrived, time.monotonic()], 0.0
+                    delta["times"], arrived = _times(arrived, time.monotonic(), out.metrics), 0.0
                 yield delta
             self.completed += 1
         except BaseException:
@@ -198,6 +201,16 @@ class LLMReplica:
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.shutdown()
+
+
+def _times(arrived: float, first_token: float, stats: Any) -> dict[str, float]:
+    times = {"arrived": arrived, "first_token": first_token}
+    stamps = ("queued", "queued_ts"), ("scheduled", "scheduled_ts"), ("engine_first_token", "first_token_ts")
+    for key, attr in stamps:
+        value = getattr(stats, attr, 0.0)
+        if isinstance(value, float) and value > 0:
+            times[key] = value
+    return times
 
 
 def _start_engine(

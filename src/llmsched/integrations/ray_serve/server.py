@@ -36,7 +36,11 @@ def start(
         else:
             need = int(len(cfg.replicas) * cfg.cpus_per_replica + 0.999)
             cpus = num_cpus if num_cpus is not None else max(need, os.cpu_count() or 1)
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, namespace="llmsched")
+            # Ray runs its workers at niceness 15, and a Serve replica's engine-core process inherits it: any
+            # other process on the host (Ray's own, a log shipper, a load generator) would preempt the engines.
+            # The engines are what this cluster is for, so its workers run at the host's normal priority.
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, namespace="llmsched",
+                     _system_config={"worker_niceness": 0})  # fmt: skip
         started = True
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
