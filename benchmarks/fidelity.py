@@ -113,11 +113,10 @@ def main() -> None:
         sim = simulate(policy, wl, perf, blocks, max_len)
         error = {k: (sim[k] - real[k]) / real[k] for k in KEYS}
         adjusted = per_run_errors(policy, wl, [Scaled(perf, f) for f in factors[policy]], runs[policy], blocks, max_len)
-        spread_adj, by_kind = (
-            per_run_errors(policy, wl, [Jittered(perf, pool(q), seed=0) for q in ratios[policy]], runs[policy],
-                           blocks, max_len)
-            for pool in (lambda q: q[True] + q[False], lambda q: q)
-        )  # fmt: skip
+        pooled = [Jittered(perf, q[True] + q[False], seed=0) for q in ratios[policy]]
+        spread_adj = per_run_errors(policy, wl, pooled, runs[policy], blocks, max_len)
+        by_kind_models = [Jittered(perf, q, seed=0) for q in ratios[policy]]
+        by_kind = per_run_errors(policy, wl, by_kind_models, runs[policy], blocks, max_len)
         report[policy] = {"real": real, "real_runs": {k: [r[k] for r in runs[policy]] for k in KEYS},
                           "real_spread": spread, "sim": {k: sim[k] for k in KEYS}, "error": error,
                           "speed_factors": factors[policy], "speed_adjusted_error": adjusted,
