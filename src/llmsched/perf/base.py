@@ -71,8 +71,8 @@ def speed_factor(steps: list[tuple[float, BatchShape]], model: PerfModel) -> flo
 def step_ratios_by_kind(steps: list[tuple[float, BatchShape]], model: PerfModel) -> dict[bool, list[float]]:
     """`step_ratios` split by whether the step ran a prefill chunk (True) or decodes only (False)."""
     kinds: dict[bool, list[float]] = {True: [], False: []}
-    for t, s in steps:
-        kinds[s.prefill_tokens > 0].append(t / model.batch_time(s))
+    for (_, shape), ratio in zip(steps, step_ratios(steps, model), strict=True):
+        kinds[shape.prefill_tokens > 0].append(ratio)
     return kinds
 
 
