@@ -51,6 +51,16 @@ def test_request_view_phases_and_reserved_blocks():
     assert view.free_blocks == 8  # 10 free less the 2 blocks the running prefill is still owed
     assert view.watermark_blocks == 0
 
+    def key(r):
+        return (r.num_prompt,)
+
+    assert view.waiting_by(key) == [resumed]
+    # The scheduler keeps one view and moves it along: the new step's queues, clock and free blocks, the same
+    # limits, and no order cached from the step before.
+    assert view.at(1.0, [decode], [], 10) is view
+    assert (view.clock, view.free_blocks, view.max_num_seqs, view.token_budget) == (1.0, 10, 128, 512)
+    assert view.waiting_by(key) == []
+
 
 def test_spec_from_hf_config(tmp_path):
     cfg = {"num_hidden_layers": 30, "hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3,

@@ -66,6 +66,7 @@ class SLAI(Policy):
         # decode_queue is a heap only when `heaped`: a batch that ran every decode rebuilds it whole, and the next
         # batch usually takes it whole again (`_take_all_if_they_fit`), so it is heapified only when popped.
         self.heaped = True
+        self.requeued: list[Req] = []  # while not `heaped`: the requests of decode_queue, in its order
         self.paused: list[Req] = []
         self.mean_batch = 0.0
         self.batches = 0
@@ -115,8 +116,8 @@ class SLAI(Policy):
         live = q if self.clean else [e for e in q if self.lst.get(e[2]) == e[0]]
         if not live or len(live) > min(b.room, b.free) or taken + len(live) > self.cfg.limit_total_decodes:
             return False
+        b.plan.decodes.extend(self.requeued if not self.heaped else map(_request_of, live))
         self.decode_queue, self.heaped = [], True
-        b.plan.decodes.extend(map(_request_of, live))
         b.tokens += len(live)
         return True
 
@@ -180,4 +181,4 @@ class SLAI(Policy):
             for e in again:
                 heapq.heappush(self.decode_queue, e)
         else:  # every decode ran: fresh entries only, heapified when first popped
-            self.decode_queue, self.clean, self.heaped = again, True, False
+            self.decode_queue, self.clean, self.heaped, self.requeued = again, True, False, requeue

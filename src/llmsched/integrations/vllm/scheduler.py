@@ -89,6 +89,13 @@ class PolicyScheduler(Scheduler):
         self._inflight: tuple[float, Plan | None, bool, set[str]] | None = None
         self._rejected: list[Any] = []
         self._logged: set[str] = set()
+        self._engine_view: VLLMView | None = None  # built at the first step, then moved along (`VLLMView.at`)
+        # Fixed at construction, so checked once (every step goes to vLLM's order then).
+        self._unsupported = ""
+        if self.connector is not None or self.ec_connector is not None:
+            self._unsupported = "KV/EC connectors are not modelled"
+        elif self.num_spec_tokens > 0:
+            self._unsupported = "speculative decoding is not modelled"
 
     # --- requests ----------------------------------------------------------------------------------------
     def add_request(self, request: Any) -> None:
@@ -126,6 +133,7 @@ class PolicyScheduler(Scheduler):
         """Rebuild the mirrored queue from vLLM's (after a step in vLLM's own order, or a path not hooked)."""
         self.stats["resyncs"] += 1
         self._queue = WaitQueue()
+        self._engine_view = None  # it reads the old queue
         for r in self.waiting:
             self._queue.append(self._wrap(r))
         self._prefilling = {}
@@ -137,20 +145,24 @@ class PolicyScheduler(Scheduler):
 
     def _view(self, clock: float) -> VLLMView:
         pool = self.kv_cache_manager.block_pool
-        return VLLMView(
-            clock=clock,
-            running=RunningViews(self.running, self._wrap),
-            waiting=self._queue.fcfs,
-            free_blocks=pool.get_num_free_blocks(),
-            total_blocks=pool.num_gpu_blocks - 1,  # block 0 is vLLM's null block
-            block_size=self.block_size,
-            watermark=self.watermark,
-            token_budget=self.max_num_scheduled_tokens,
-            max_num_seqs=self.max_num_running_reqs,
-            max_model_len=self.max_model_len,
-            by=self._queue.by,
-            prefilling=self._prefilling.values(),
-        )
+        running, free = RunningViews(self.running, self._wrap), pool.get_num_free_blocks()
+        if self._engine_view is None:
+            self._engine_view = VLLMView(
+                clock=clock,
+                running=running,
+                waiting=self._queue.fcfs,
+                free_blocks=free,
+                total_blocks=pool.num_gpu_blocks - 1,  # block 0 is vLLM's null block
+                block_size=self.block_size,
+                watermark=self.watermark,
+                token_budget=self.max_num_scheduled_tokens,
+                max_num_seqs=self.max_num_running_reqs,
+                max_model_len=self.max_model_len,
+                by=self._queue.by,
+                prefilling=self._prefilling.values(),
+            )
+            return self._engine_view
+        return self._engine_view.at(clock, running, self._queue.fcfs, free, self._prefilling.values())
 
     # --- one step ----------------------------------------------------------------------------------------
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
@@ -196,10 +208,10 @@ class PolicyScheduler(Scheduler):
         return out
 
     def _check_supported(self) -> None:
-        if self.connector is not None or self.ec_connector is not None:
-            raise _Fallback("KV/EC connectors are not modelled")
-        if self.kv_holding_waiting or self.num_spec_tokens > 0:
-            raise _Fallback("KV-holding waiting requests or speculative decoding are not modelled")
+        if self._unsupported:
+            raise _Fallback(self._unsupported)
+        if self.kv_holding_waiting:
+            raise _Fallback("KV-holding waiting requests are not modelled")
         if self.deferred_waiting:  # vLLM itself must look at these to see them become ready
             raise _Fallback("requests waiting for a grammar, remote KV or streamed input are not modelled")
         if self._pause_state != PauseState.UNPAUSED:
@@ -214,11 +226,10 @@ class PolicyScheduler(Scheduler):
                 log.warning("llmsched: request %s cannot be served: %s", w.req.request_id, reason)
                 self._rejected.extend(self.finish_requests(w.req.request_id, RequestStatus.FINISHED_IGNORED))
                 self.stats["rejected"] += 1
-        now = time.monotonic()
         for w in plan.preempt:
             if w.req.status == RequestStatus.RUNNING and w.req in self.running:
                 self.running.remove(w.req)
-                self._preempt_request(w.req, now)
+                self._preempt_request(w.req, time.monotonic())
         saved = (self.running, self.waiting, self.max_num_scheduled_tokens, [])
         if len(plan.decodes) == len(self.running) and not (plan.prefills or plan.preempt or self._freed):
             # The steady state: one token for every running request (none left since the last step). vLLM's
@@ -247,6 +258,9 @@ class PolicyScheduler(Scheduler):
     def _restore(self, running: list, waiting: Any, budget: int, admit: list) -> None:
         """After vLLM's step on the restricted queues: running in admission order (old, then newly admitted);
         the original waiting queue less the admitted, with what vLLM preempted in this step at the front."""
+        if not admit and not self.waiting:  # none admitted, none preempted: the steady state
+            self.running, self.waiting, self.max_num_scheduled_tokens = running, waiting, budget
+            return
         left = list(self.waiting)  # planned admissions vLLM did not take, and requests it preempted (front)
         admitted = [r for r in admit if r.status is _RUNNING]
         preempted = len(left) > len(admit) - len(admitted)

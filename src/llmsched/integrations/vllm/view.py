@@ -171,7 +171,11 @@ class RunningViews(Sequence[RequestView]):
 
 
 class VLLMView:
-    """An `EngineView` over one scheduling step of a vLLM scheduler."""
+    """An `EngineView` over a vLLM scheduler. The scheduler keeps one and moves it to each step with `at()`
+    (the simulated engine is likewise one long-lived view of itself): the limits are set once."""
+
+    __slots__ = ("clock", "running", "waiting", "free_blocks", "total_blocks", "block_size", "watermark_blocks",
+                 "token_budget", "max_num_seqs", "max_model_len", "_by", "_sorted")  # fmt: skip
 
     def __init__(
         self,
@@ -188,15 +192,6 @@ class VLLMView:
         by: Callable[[OrderKey], Sequence[RequestView]] | None = None,
         prefilling: Iterable[RequestView] | None = None,
     ) -> None:
-        """`prefilling`: the running requests still in prefill, when the caller tracks them (else found in
-        `running`); `free_blocks` is vLLM's count less the blocks those are still owed."""
-        self.clock = clock
-        self.running = running
-        self.waiting = waiting
-        if prefilling is None:
-            prefilling = (r for r in running if not r.is_decoding)
-        owed = sum(r.blocks - r.held_blocks for r in prefilling)
-        self.free_blocks = max(0, free_blocks - owed)
         self.total_blocks = total_blocks
         self.block_size = block_size
         self.watermark_blocks = int(watermark * total_blocks)
@@ -205,6 +200,29 @@ class VLLMView:
         self.max_model_len = max_model_len
         self._by = by
         self._sorted: dict[OrderKey, list[RequestView]] = {}
+        self.at(clock, running, waiting, free_blocks, prefilling)
+
+    def at(
+        self,
+        clock: float,
+        running: Sequence[RequestView],
+        waiting: Sequence[RequestView],
+        free_blocks: int,
+        prefilling: Iterable[RequestView] | None = None,
+    ) -> VLLMView:
+        """This view at another moment. `prefilling`: the running requests still in prefill, when the caller
+        tracks them (else found in `running`); `free_blocks` is vLLM's count less the blocks those are still
+        owed."""
+        self.clock = clock
+        self.running = running
+        self.waiting = waiting
+        if prefilling is None:
+            prefilling = (r for r in running if not r.is_decoding)
+        owed = sum(r.blocks - r.held_blocks for r in prefilling)
+        self.free_blocks = max(0, free_blocks - owed) if owed else free_blocks
+        if self._sorted:
+            self._sorted = {}
+        return self
 
     def waiting_by(self, key: OrderKey) -> Sequence[RequestView]:
         if self._by is not None:  # the scheduler's incrementally sorted queue
