@@ -7,7 +7,15 @@ from types import SimpleNamespace
 import pytest
 
 from llmsched.integrations.vllm.steps import StepFile, step_cycles, step_shape
-from llmsched.perf.base import BatchShape, Jittered, Scaled, speed_factor, step_ratios, step_ratios_by_kind
+from llmsched.perf.base import (
+    BatchShape,
+    InSequence,
+    Jittered,
+    Scaled,
+    speed_factor,
+    step_ratios,
+    step_ratios_by_kind,
+)
 
 
 class Linear:
@@ -78,3 +86,15 @@ def test_jittered_by_kind_draws_prefill_steps_from_prefill_ratios():
     assert {round(j.batch_time(decode) / model.batch_time(decode), 9) for _ in range(50)} == {1.5, 1.25}
     only_decodes = Jittered(model, {False: [2.0]})  # a kind never measured borrows the other's
     assert only_decodes.batch_time(prefill) == pytest.approx(2 * model.batch_time(prefill))
+
+
+def test_in_sequence_replays_each_kinds_ratios_in_measured_order():
+    model = Linear()
+    prefill, decode = BatchShape.of([(64, 0)], [50] * 2), BatchShape.of([], [50] * 4)
+    s = InSequence(model, {True: [3.0, 2.0], False: [1.5, 1.25, 1.0]})
+    got = [s.batch_time(x) / model.batch_time(x) for x in (decode, prefill, decode, decode, prefill, decode, prefill)]
+    assert got == pytest.approx([1.5, 3.0, 1.25, 1.0, 2.0, 1.5, 3.0])  # each kind in order, cycling
+    only_decodes = InSequence(model, {True: [], False: [2.0]})  # a kind never measured borrows the other's
+    assert only_decodes.batch_time(prefill) == pytest.approx(2 * model.batch_time(prefill))
+    with pytest.raises(ValueError):
+        InSequence(model, {True: [], False: []})

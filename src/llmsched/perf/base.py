@@ -94,3 +94,27 @@ class Jittered:
 
     def batch_time(self, shape: BatchShape) -> float:
         return self._rng.choice(self.pools[shape.prefill_tokens > 0]) * self.inner.batch_time(shape)
+
+
+class InSequence:
+    """A batch-time model times measured step ratios taken in the order they were measured, one sequence per step
+    kind (`step_ratios_by_kind`): the k-th simulated step of a kind gets the k-th ratio of that kind (cycling;
+    a kind nothing was measured for uses the other's).
+
+    This machine's slow spells last many steps (a fixed one-core load here ran at 1-1.9x its fastest time, in
+    swings of seconds), and a queue built in a slow spell is what makes the TTFT tail; ratios drawn one by one
+    (`Jittered`) spread the spells thin. Replaying one measured run's sequence checks the simulator's scheduling
+    and queueing against that run; it is no forecast. Stateful: one instance per simulation."""
+
+    def __init__(self, inner: PerfModel, ratios: dict[bool, list[float]]) -> None:
+        if not any(ratios.values()):
+            raise ValueError("InSequence needs at least one measured ratio")
+        self.pools = {kind: ratios.get(kind) or ratios[not kind] for kind in (True, False)}
+        self.taken = {True: 0, False: 0}
+        self.inner, self.name = inner, f"{inner.name} x measured sequence"
+
+    def batch_time(self, shape: BatchShape) -> float:
+        kind = shape.prefill_tokens > 0
+        pool, k = self.pools[kind], self.taken[kind]
+        self.taken[kind] = k + 1
+        return pool[k % len(pool)] * self.inner.batch_time(shape)
