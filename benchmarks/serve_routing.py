@@ -167,7 +167,10 @@ class ServedPerf:
     and Serve's processes share the 2 cores; the profile ran alone) plus a cost per sequence (each running
     request's token also goes through AsyncLLM's output processing and Serve's streaming). Fitted to the
     replicas' own step log (`steps.StepFile`) of a probe on the served app, before each run; the prediction
-    takes the median over the runs, since this machine's speed drifts between them."""
+    takes the median over the runs, since this machine's speed drifts between them.
+
+    One factor for every step: a factor per step kind (prefill-carrying, decode-only), tried at stop 6 on the
+    probes of sets i, j and k, moved the median TTFT errors by -12 to +14 points, in both directions."""
 
     inner: Any
     compute: float
@@ -204,6 +207,25 @@ class Calibration:
     sim_ttft_ms: float
     unexplained: float
     steps: int
+    window: tuple[float, float] = (0.0, 0.0)  # host-clock span of the probe (its steps are in the step logs)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the simulator is given: the step model and the latency outside the engines, the medians of one or
+    more calibrations."""
+
+    model: ServedPerf
+    latency: float
+
+    @staticmethod
+    def of(cals: list[Calibration]) -> Prediction:
+        def med(values: list[float]) -> float:
+            return float(np.median(values))
+
+        model = ServedPerf(cals[0].model.inner, med([c.model.compute for c in cals]),
+                           med([c.model.per_seq for c in cals]))  # fmt: skip
+        return Prediction(model, med([c.latency for c in cals]))
 
 
 def calibrate(
@@ -221,7 +243,15 @@ def calibrate(
     split = got.medians_ms()
     path, back = split["path"], split["from_engine"]
     latency = (path + back) / 1e3 if path is not None and back is not None else max(0.0, served - sim)
-    return Calibration(model, latency, split, sim * 1e3, served - sim - latency, len(steps))
+    return Calibration(model, latency, split, sim * 1e3, served - sim - latency, len(steps), window)
+
+
+def describe(m: ServedPerf) -> str:
+    return f"{m.compute:.2f} x profile + {m.per_seq * 1e3:.2f} ms per sequence"
+
+
+def errors(sim: dict, real: dict) -> dict[str, float | None]:
+    return {k: (sim[k] - real[k]) / real[k] if real[k] and sim[k] is not None else None for k in KEYS}
 
 
 def simulate(requests, router, capacities, replicas: list[dict], perfs, policy, max_len: int, seed: int, latency):
@@ -310,7 +340,7 @@ def main() -> None:
     cfg = ServeConfig(model, opts, router=routers[0], policy=args.policy, tiers=args.tiers, steps_dir=str(steps_dir))
     served = server.start(cfg, port=args.port, num_cpus=max(2, len(opts)))
     print(f"start-up of the {len(opts)}-replica app: {served.startup_s:.1f} s", file=sys.stderr)
-    report: dict = {"startup_s": served.startup_s, "capacities": caps, "routers": {}}
+    report: dict = {"startup_s": served.startup_s, "capacities": caps, "routers": {}, "steps_dir": str(steps_dir)}
     try:
         import httpx
 
@@ -318,13 +348,14 @@ def main() -> None:
         httpx.post(served.url + "/v1/completions", json=warm, timeout=60).raise_for_status()  # makes the router
         snap = httpx.get(served.url + "/llmsched/routing", timeout=10).json()[0]
         replicas = sorted((r["reported"] for r in snap["replicas"].values()), key=lambda s: s["rank"])
+        report["replicas"] = replicas
 
         def use_router(name: str) -> None:
             httpx.post(served.url + "/llmsched/router", json={"router": name}, timeout=10).raise_for_status()
 
         def predict(requests, name, perfs=None, latency=None):
-            perfs = perfs or [cal.model] * len(replicas)
-            lat = cal.latency if latency is None else latency
+            perfs = perfs or [pred.model] * len(replicas)
+            lat = pred.latency if latency is None else latency
             return simulate(requests, name, caps, replicas, perfs, args.policy, spec.max_len, args.seed, lat)
 
         def calibrated(qps: float) -> Calibration:
@@ -333,9 +364,9 @@ def main() -> None:
                                 seed=args.seed + 1)  # fmt: skip
             got = calibrate(served.url, perf, build_requests(wl, spec.max_len)[0], predict, args.probe_router,
                             steps_dir, len(opts), spec.vocab)  # fmt: skip
-            m, nan = got.model, float("nan")
-            print(f"calibration at {qps:.2f} req/s: {m.compute:.2f} x profile + {m.per_seq * 1e3:.2f} ms per "
-                  f"sequence ({got.steps} steps); latency {got.latency * 1e3:.0f} ms, unexplained "
+            nan = float("nan")
+            print(f"calibration at {qps:.2f} req/s: {describe(got.model)} ({got.steps} steps); latency "
+                  f"{got.latency * 1e3:.0f} ms, unexplained "
                   f"{got.unexplained * 1e3:+.0f} ms (probe: path "
                   f"{got.split_ms['path'] or nan:.0f} ms, replica to first token {got.split_ms['replica'] or nan:.0f}"
                   f" ms, of which queued {got.split_ms['queue'] or nan:.0f} ms and prefill "
@@ -344,8 +375,8 @@ def main() -> None:
             return got
 
         mean_decode = float(np.mean([r.decode_len for r in workload(1.0)[0]]))
-        cal = calibrated(0.1 * sum(caps) / mean_decode)  # gently: the profile ran alone, served replicas are slower
-        qps = args.qps or pick_qps(workload, predict, cal.model, seqs, args.ttft_slo)
+        pred = Prediction.of([calibrated(0.1 * sum(caps) / mean_decode)])  # gently: the profile ran alone
+        qps = args.qps or pick_qps(workload, predict, pred.model, seqs, args.ttft_slo)
         requests, tiers = workload(qps)
         report["qps"] = qps
         print(f"qps {qps:.2f}, {len(requests)} requests", file=sys.stderr)
@@ -367,29 +398,26 @@ def main() -> None:
                 print(f"run {rep + 1} {name}: requests per replica {counts}, completed {real['completed']}/"
                       f"{len(real_reqs)}, lost {lost}, median TTFT {real['median_ttft_ms']:.0f} ms, p99 TTFT "
                       f"{real['p99_ttft_ms']:.0f} ms", file=sys.stderr)  # fmt: skip
-        # The prediction takes the median of the calibrations beside the runs (`predict` reads `cal`).
-        med = {k: float(np.median([getattr(c.model, k) for c in cals])) for k in ("compute", "per_seq")}
-        cal = Calibration(ServedPerf(perf, med["compute"], med["per_seq"]),
-                          float(np.median([c.latency for c in cals])), {}, 0.0, 0.0, 0)  # fmt: skip
+        pred = Prediction.of(cals)  # the median of the calibrations beside the runs (`predict` reads `pred`)
         each = [{"compute": c.model.compute, "per_seq_s": c.model.per_seq, "latency_s": c.latency,
                  "median_ttft_split_ms": c.split_ms, "sim_engine_ttft_ms": c.sim_ttft_ms,
-                 "unexplained_s": c.unexplained, "steps": c.steps}
+                 "unexplained_s": c.unexplained, "steps": c.steps, "window": c.window}
                 for c in cals]  # fmt: skip
         report["calibration"] = {
-            "compute": cal.model.compute, "per_seq_s": cal.model.per_seq, "latency_s": cal.latency,
+            "compute": pred.model.compute, "per_seq_s": pred.model.per_seq, "latency_s": pred.latency,
             "probe_load": args.probe_load, "probe_requests": args.probe_requests, "each": each,
         }  # fmt: skip
-        print(f"median of {len(cals)} calibrations: {cal.model.compute:.2f} x profile + {cal.model.per_seq * 1e3:.2f} "
-              f"ms per sequence; latency {cal.latency * 1e3:.0f} ms", file=sys.stderr)  # fmt: skip
+        print(f"median of {len(cals)} calibrations: {describe(pred.model)}; latency {pred.latency * 1e3:.0f} ms",
+              file=sys.stderr)  # fmt: skip
 
         def speed_adjusted(x: dict, name: str) -> dict[str, float]:
             """Errors of the simulator against one served run given how fast the machine ran in that run: each
             replica's model scaled by its speed factor (its step cycles in the run / the model's prediction for
             their shapes). Separates this CPU's drift between runs from the simulator's own error."""
-            factors = [speed_factor(step_cycles(str(steps_dir / f"rank{k}.csv"), *x["window"]), cal.model)
+            factors = [speed_factor(step_cycles(str(steps_dir / f"rank{k}.csv"), *x["window"]), pred.model)
                        for k in range(len(replicas))]  # fmt: skip
             x["speed_factors"] = factors
-            s = summarize(predict(requests, name, [Scaled(cal.model, f) for f in factors]), tiers, args.ttft_slo)
+            s = summarize(predict(requests, name, [Scaled(pred.model, f) for f in factors]), tiers, args.ttft_slo)
             return {k: (s[k] - x["summary"][k]) / x["summary"][k] for k in KEYS}
 
         for name in routers:
@@ -399,7 +427,7 @@ def main() -> None:
             served_runs = [x["summary"] for x in runs[name]]
             real = {k: float(np.median([x[k] for x in served_runs])) for k in KEYS}
             spread = {k: max(abs(x[k] - real[k]) for x in served_runs) / real[k] for k in KEYS}
-            err = {k: (sim[k] - real[k]) / real[k] if real[k] and sim[k] is not None else None for k in KEYS}
+            err = errors(sim, real)
             report["routers"][name] = {"served_runs": runs[name], "served_median": real, "served_spread": spread,
                                        "sim": sim, "error": err, "sim_per_replica": sim_counts,
                                        "lost": sum(x["lost"] for x in runs[name])}  # fmt: skip
@@ -418,7 +446,7 @@ def main() -> None:
             print(f"  speed-adjusted (each run's replicas at their speed in that run): speed factors "
                   f"{[[round(f, 2) for f in x['speed_factors']] for x in runs[name]]}; errors (median over runs) "
                   + ", ".join(f"{k} {adj[k]:+.1%}" for k in KEYS))  # fmt: skip
-            engines_ms = sim["median_ttft_ms"] - cal.latency * 1e3
+            engines_ms = sim["median_ttft_ms"] - pred.latency * 1e3
             report["routers"][name]["sim_engine_ttft_ms"] = engines_ms
             print("  served TTFT split, medians per run (ms): " + "; ".join(
                 ", ".join(f"{part} {x['median_ttft_split_ms'][part] or float('nan'):.0f}" for part in SPLITS)
