@@ -76,6 +76,15 @@ def step_ratios_by_kind(steps: list[tuple[float, BatchShape]], model: PerfModel)
     return kinds
 
 
+def _pools_by_kind(ratios: list[float] | dict[bool, list[float]], user: str) -> dict[bool, list[float]]:
+    """Measured ratios for prefill-carrying (True) and decode-only (False) steps; one list serves both, and a kind
+    nothing was measured for uses the other's."""
+    pools = dict(ratios) if isinstance(ratios, dict) else {True: list(ratios), False: list(ratios)}
+    if not any(pools.values()):
+        raise ValueError(f"{user} needs at least one measured ratio")
+    return {kind: pools.get(kind) or pools[not kind] for kind in (True, False)}
+
+
 class Jittered:
     """A batch-time model times a ratio drawn, seeded, from measured step ratios (`step_ratios`): a machine's
     step-to-step spread, which a constant factor leaves out of the tails (p99 ITL is the slow steps).
@@ -85,10 +94,7 @@ class Jittered:
     work), so each simulated step draws from its own kind; a kind nothing was measured for uses the other's."""
 
     def __init__(self, inner: PerfModel, ratios: list[float] | dict[bool, list[float]], seed: int = 0) -> None:
-        pools = dict(ratios) if isinstance(ratios, dict) else {True: list(ratios), False: list(ratios)}
-        if not any(pools.values()):
-            raise ValueError("Jittered needs at least one measured ratio")
-        self.pools = {kind: pools.get(kind) or pools.get(not kind) for kind in (True, False)}
+        self.pools = _pools_by_kind(ratios, "Jittered")
         self.inner, self._rng = inner, random.Random(seed)
         self.name = f"{inner.name} x measured spread"
 
@@ -107,9 +113,7 @@ class InSequence:
     and queueing against that run; it is no forecast. Stateful: one instance per simulation."""
 
     def __init__(self, inner: PerfModel, ratios: dict[bool, list[float]]) -> None:
-        if not any(ratios.values()):
-            raise ValueError("InSequence needs at least one measured ratio")
-        self.pools = {kind: ratios.get(kind) or ratios[not kind] for kind in (True, False)}
+        self.pools = _pools_by_kind(ratios, "InSequence")
         self.taken = {True: 0, False: 0}
         self.inner, self.name = inner, f"{inner.name} x measured sequence"
 
