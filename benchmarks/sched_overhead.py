@@ -108,8 +108,8 @@ def pair_ratios(base: list[float], other: list[float], turn: int) -> list[float]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--policy", default="slai")
-    # 1,400 steps (28 turn pairs per round; the requests' 1,500 tokens bound it): at 300, five rounds' medians
-    # ranged 1.02-1.09x over stops 3-6; seven rounds of 1,400 at stop 6 gave per-round ratios of 0.99-1.04x.
+    # 1,400 steps (28 turn pairs per round; the requests' 1,500 tokens bound it): runs of 300-step rounds ranged
+    # 1.02-1.09x over stops 3-6, their quartiles wider than the margin; 4 x 1,400 gives 112 pairs.
     ap.add_argument("--steps", type=int, default=1400, help="steps per engine per round (at most about 1,450)")
     ap.add_argument("--running", type=int, default=128)
     ap.add_argument("--waiting", type=int, default=1000)
