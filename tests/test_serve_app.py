@@ -151,20 +151,32 @@ def test_streams_openai_style_chunks(app, steps_dir):
     assert bad.status_code == 400 and "prompt" in bad.json()["error"]["message"]
 
 
+def children_of(parents: set[int]) -> dict[int, list[int]]:
+    """Each parent's child processes (from /proc/PID/stat)."""
+    kids: dict[int, list[int]] = {p: [] for p in parents}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid in kids:
+            kids[ppid].append(int(pid))
+    return kids
+
+
 def test_engines_run_at_the_hosts_normal_priority(app):
-    """Ray starts its workers at niceness 15 and each replica's engine-core process would inherit it. Both replica
-    actors must run at 0, and so must every engine core found: in two of four full-suite runs at stop 6 only one
-    of the two engine cores was found, even after 60 s (not diagnosed; the replicas served every request)."""
-    deadline = time.monotonic() + 60
-    while True:
-        found = marked_processes(os.environ[MARK])
-        replicas = [int(line.split(":")[0]) for line in found if "ServeReplica:llmsched:llm" in line]
-        engines = [int(line.split(":")[0]) for line in found if "EngineCore" in line]
-        if len(engines) >= 2 or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert len(replicas) >= 2 and engines, found
-    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in replicas + engines] == [0] * len(replicas + engines)
+    """Ray starts its workers at niceness 15 and each replica's engine-core process would inherit it. The engine
+    cores are found as the replica actors' children: in three `.ci/run` runs at stop 6 the engine cores' titles
+    ("VLLM::EngineCore") did not show under this test's environment mark for some of them."""
+    replicas = {
+        int(line.split(":")[0]) for line in marked_processes(os.environ[MARK]) if "ServeReplica:llmsched:llm" in line
+    }
+    assert len(replicas) == 2
+    kids = children_of(replicas)
+    assert all(kids.values()), kids  # each replica's AsyncLLM spawned its engine core
+    pids = [*replicas, *(k for ks in kids.values() for k in ks)]
+    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [0] * len(pids)
 
 
 def test_killing_a_replica_mid_run_fails_or_retries_each_request_clearly(app):
