@@ -137,3 +137,25 @@ def test_refit_writes_the_fitted_model(tmp_path: Path, capsys: pytest.CaptureFix
     assert from_json == pytest.approx(builtin, rel=1e-3)
     assert run(["profile", "--refit", str(src)]) == 2
     assert "name one with --model" in capsys.readouterr().err
+
+
+def test_refit_a_vllm_profile_names_its_model_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`llmsched profile --backend vllm` names its rows after the model directory; `--refit` finds them from
+    that directory, and without it says what to pass. `--steps-out` is only for measuring on vLLM."""
+    model = tmp_path / "Refit-LM"
+    model.mkdir()
+    cfg = {"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "head_dim": 64, "intermediate_size": 512, "vocab_size": 1000, "max_position_embeddings": 4096}  # fmt: skip
+    (model / "config.json").write_text(json.dumps(cfg))
+    profile = tmp_path / "p.csv"
+    rows = [(p, cp, d, dc, 20 + p * 0.1 + d * (0.5 + dc / 2000)) for p in (0, 64, 256) for cp in (0, 512)
+            for d in (0, 8, 32) for dc in (256, 1024) if p or d]  # fmt: skip
+    profile.write_text("model,prefill_tokens,prefill_context,decodes,decode_context,batch_ms_median\n"
+                       + "".join(f"refit-lm,{p},{cp},{d},{dc},{t:.3f}\n" for p, cp, d, dc, t in rows))  # fmt: skip
+    assert run(["profile", "--refit", str(profile)]) == 2  # before --model DIR makes the name known here
+    assert "give its directory with --model" in capsys.readouterr().err
+    fit_out = tmp_path / "fit.json"
+    assert run(["profile", "--refit", str(profile), "--model", str(model), "--fit-out", str(fit_out)]) == 0
+    assert "fit, 5-fold:" in capsys.readouterr().out and json.loads(fit_out.read_text())["model"] == "refit-lm"
+    assert run(["profile", "--refit", str(profile), "--model", str(model), "--steps-out", str(tmp_path / "s")]) == 2
+    assert "--steps-out is for measuring with --backend vllm" in capsys.readouterr().err

@@ -261,3 +261,31 @@ def test_requests_vllm_must_see_itself_send_the_step_to_vllms_order(tiny):
         assert not sched.running and not sched.waiting and not sched._queue
     finally:
         engine.engine_core.shutdown()
+
+
+def test_profile_measures_the_engine_and_writes_a_fit_simulate_loads(tiny, write_trace, capsys, tmp_path):
+    """`llmsched profile --backend vllm` forces each grid shape through the engine: its timed steps (--steps-out)
+    are the profile's rows repeated, in order, and the fit beside the CSV drives `simulate --model DIR`."""
+    import csv
+
+    from llmsched.cli import main
+    from llmsched.perf.fitted import load_profile
+
+    out, steps = tmp_path / "tiny.csv", tmp_path / "steps.csv"
+    argv = ["profile", "--backend", "vllm", "--model", tiny, "--out", str(out), "--steps-out", str(steps),
+            "--budget-s", "15"]  # fmt: skip
+    main(argv)
+    rows = load_profile(out)
+    assert any(r.decodes for r in rows) and any(r.prefill_tokens for r in rows)
+    with open(out, newline="") as f:
+        reps = [int(r["reps"]) for r in csv.DictReader(f)]
+    with open(steps, newline="") as f:
+        timed = list(csv.DictReader(f))
+    assert len(timed) == sum(reps)
+    expected = [r.shape for r, n in zip(rows, reps, strict=True) for _ in range(n)]
+    assert [BatchShape(*(float(t[k]) for k in BatchShape._fields)) for t in timed] == expected
+    assert all(float(t["step_ms"]) > 0 for t in timed)
+    capsys.readouterr()
+    trace = write_trace([(50 + i, 4 + i % 5) for i in range(20)])
+    main(["simulate", "--model", tiny, "--perf-model", str(out.with_suffix(".fit.json")), "--trace", trace, "--json"])
+    assert json.loads(capsys.readouterr().out)["completed"] == 20

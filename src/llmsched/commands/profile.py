@@ -23,8 +23,8 @@ def _report(csv_path: Path, model: str, fit_out: str | None) -> None:
         save_fit,
     )
 
-    rows = load_profile(csv_path, model)
-    spec = get_model(model)
+    spec = get_model(model)  # a catalog name, or a model directory whose profile rows carry its name
+    rows = load_profile(csv_path, spec.name)
     params = fit(rows, spec, source=csv_path.name)
     click.echo("fit, in sample: " + format_report(family_report(rows, errors(fitted_model(params), rows))))
     if len(rows) >= 10:
@@ -48,6 +48,12 @@ def _report(csv_path: Path, model: str, fit_out: str | None) -> None:
 @click.option("--grid", "grid_name", type=str, default="default", show_default=True, help="torch: default or quick.")
 @click.option("--warmup", type=int, default=3, show_default=True, help="torch: untimed replays per shape.")
 @click.option("--reps", type=int, default=10, show_default=True, help="torch: timed replays per shape.")
+@click.option(
+    "--steps-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="vllm: also write every timed step (BatchShape fields, step_ms) in measured order to this CSV.",
+)
 @click.option("--fit-out", type=click.Path(dir_okay=False), default=None, help="Also write the fitted model (JSON).")
 @click.option(
     "--refit",
@@ -64,6 +70,7 @@ def command(
     grid_name: str,
     warmup: int,
     reps: int,
+    steps_out: str | None,
     fit_out: str | None,
     refit: str | None,
 ) -> None:
@@ -73,18 +80,26 @@ def command(
     """
     if budget_s is not None and not budget_s > 0:
         raise UserError(f"--budget-s is {budget_s}, expected positive seconds")
+    if steps_out is not None and (backend != "vllm" or refit):
+        raise UserError(
+            "--steps-out is for measuring with --backend vllm (the torch profiler times replays, not steps)"
+        )
     if refit:
         from llmsched.perf.fitted import load_profile
 
         names = sorted({r.model for r in load_profile(refit)})
         if model is None and len(names) > 1:
             raise UserError(f"{refit}: rows of {', '.join(names)}; name one with --model")
+        from llmsched.perf.catalog import MODELS
+
+        if model is None and names[0] not in MODELS:
+            raise UserError(f"{refit}: a profile of {names[0]!r}, not a catalog model; give its directory with --model")
         _report(Path(refit), model or names[0], fit_out)
         return
     if model is None:
         raise UserError("--model is missing: a catalog model (torch) or a model directory (vllm)")
     if backend == "vllm":
-        _vllm(model, out, budget_s)
+        _vllm(model, out, budget_s, steps_out)
         return
 
     from llmsched.perf import get_model
@@ -104,11 +119,11 @@ def command(
     _report(path, model, fit_out)
 
 
-def _vllm(model_dir: str, out: str | None, budget_s: float | None) -> None:
+def _vllm(model_dir: str, out: str | None, budget_s: float | None, steps_out: str | None) -> None:
     try:
         from llmsched.integrations.vllm.profiler import run_profile
     except ImportError as e:
         raise UserError(f"--backend vllm: cannot import llmsched.integrations.vllm.profiler ({e})") from None
     path = out or "profile_vllm.csv"
-    run_profile(model_dir, path, budget_s)
-    click.echo(f"wrote {path}")
+    run_profile(model_dir, path, budget_s, steps_out)
+    click.echo(f"wrote {path}" + (f" and {steps_out}" if steps_out else ""))

@@ -11,6 +11,8 @@ is what one batch costs the real engine (the simulator's batch time includes the
 
 from __future__ import annotations
 
+import csv
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from llmsched.errors import UserError
+from llmsched.perf.base import BatchShape
 from llmsched.policies import Plan, Policy, make_policy
 
 DECODES = (0, 8, 32, 64)
@@ -70,10 +73,12 @@ def _grid() -> list[tuple[int, int, list[tuple[int, int]]]]:
     return groups
 
 
-def run_profile(model_dir: str, out: str, budget_s: float | None) -> None:
+def run_profile(model_dir: str, out: str, budget_s: float | None, steps_out: str | None = None) -> None:
     """Measure the grid on the vLLM engine for `model_dir`; write the profile CSV to `out` and its fit to
     `out` with suffix `.fit.json`. With `budget_s`, stop measuring after that many seconds (what was
-    measured is kept; at least one decode row is needed for a fit)."""
+    measured is kept; at least one decode row is needed for a fit). With `steps_out`, also write every timed
+    step, in measured order, as `bench-engine --steps-out` does (BatchShape fields, step_ms): the machine's
+    step-to-step spread, which the medians of the profile leave out."""
     from llmsched.integrations.vllm.engine import EngineSetup, make_engine, scheduler_of
     from llmsched.perf.fitted import fit, load_profile, save_fit, write_profile
     from llmsched.perf.hf_config import model_name, register, spec_from_hf
@@ -98,6 +103,20 @@ def run_profile(model_dir: str, out: str, budget_s: float | None) -> None:
                                                  r.times_ms) for r in rows))  # fmt: skip
     params = fit(load_profile(path, spec.name), spec, source=path.name)
     save_fit(params, path.with_suffix(".fit.json"))
+    if steps_out is not None:
+        _write_steps(Path(steps_out), rows)
+
+
+def _write_steps(out: Path, rows: list[Row]) -> None:
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow([*BatchShape._fields, "step_ms"])
+        for r in rows:
+            chunks = [(r.prefill_tokens, r.prefill_context)] if r.prefill_tokens else []
+            shape = BatchShape.of(chunks, [r.decode_context] * r.decodes)
+            w.writerows([*shape, round(t, 4)] for t in r.times_ms)
+    tmp.replace(out)
 
 
 def _measure(engine: Any, sched: Any, t_start: float, budget_s: float | None) -> list[Row]:
