@@ -40,13 +40,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from llmsched.integrations.vllm.steps import step_cycles
 from llmsched.metrics import summarize
-from llmsched.perf.base import BatchShape, Scaled, speed_factor
+from llmsched.perf.base import BatchShape, Calibrated, Scaled, fit_to_steps, speed_factor
 from llmsched.perf.fitted import load_perf_model
 from llmsched.perf.hf_config import register, spec_from_hf
 from llmsched.policies import make_policy
@@ -162,37 +161,6 @@ async def replay(url: str, requests, vocab: int, seed: int) -> Replayed:
 
 
 @dataclass(frozen=True)
-class ServedPerf:
-    """The profiled batch time as a served replica runs it on this machine: `compute` x the profile (two engines
-    and Serve's processes share the 2 cores; the profile ran alone) plus a cost per sequence (each running
-    request's token also goes through AsyncLLM's output processing and Serve's streaming). Fitted to the
-    replicas' own step log (`steps.StepFile`) of a probe on the served app, before each run; the prediction
-    takes the median over the runs, since this machine's speed drifts between them.
-
-    One factor for every step: a factor per step kind (prefill-carrying, decode-only), tried at stop 6 on the
-    probes of sets i, j and k, lowered the predicted median TTFT by 3-14 points of error: better where the
-    simulator was high, worse where it was low."""
-
-    inner: Any
-    compute: float
-    per_seq: float
-    name: str = "profiled, as served"
-
-    def batch_time(self, shape: BatchShape) -> float:
-        return self.compute * self.inner.batch_time(shape) + self.per_seq * (shape.decodes + shape.num_prefills)
-
-
-def fit_served(perf, steps: list[tuple[float, BatchShape]]) -> ServedPerf:
-    """Least squares of each step's cycle on (profiled time, sequences), both coefficients >= 0."""
-    y = np.array([t for t, _ in steps])
-    x = np.array([[perf.batch_time(s), s.decodes + s.num_prefills] for _, s in steps])
-    (compute, per_seq), *_ = np.linalg.lstsq(x, y, rcond=None)
-    if per_seq < 0:
-        compute, per_seq = float(x[:, 0] @ y / (x[:, 0] @ x[:, 0])), 0.0
-    return ServedPerf(perf, float(compute), float(per_seq))
-
-
-@dataclass(frozen=True)
 class Calibration:
     """What serving adds, measured on the live app: the replicas' step model and the latency outside the engines,
     the medians of the probe's path (client to replica and back) and hop from the engine core back to the replica
@@ -202,7 +170,7 @@ class Calibration:
     (`SPLITS`); `sim_ttft_ms`: its median TTFT simulated with the model (the engines' part); `unexplained`: the
     probe's median TTFT as served less as predicted (the simulated engines plus `latency`)."""
 
-    model: ServedPerf
+    model: Calibrated
     latency: float
     split_ms: dict[str, float | None]
     sim_ttft_ms: float
@@ -214,9 +182,15 @@ class Calibration:
 @dataclass(frozen=True)
 class Prediction:
     """What the simulator is given: the step model and the latency outside the engines, the medians of one or
-    more calibrations."""
+    more calibrations (this machine's speed drifts between them).
 
-    model: ServedPerf
+    The step model (`perf.base.Calibrated`) is one factor on the profile for every step (two engines and Serve's
+    processes share the 2 cores; the profile ran alone) plus a cost per sequence (each running request's token
+    also goes through AsyncLLM's output processing and Serve's streaming). A factor per step kind
+    (prefill-carrying, decode-only), tried at stop 6 on the probes of sets i, j and k, lowered the predicted
+    median TTFT by 3-14 points of error: better where the simulator was high, worse where it was low."""
+
+    model: Calibrated
     latency: float
 
     @staticmethod
@@ -224,7 +198,7 @@ class Prediction:
         def med(values: list[float]) -> float:
             return float(np.median(values))
 
-        model = ServedPerf(cals[0].model.inner, med([c.model.compute for c in cals]),
+        model = Calibrated(cals[0].model.inner, med([c.model.compute for c in cals]),
                            med([c.model.per_seq for c in cals]))  # fmt: skip
         return Prediction(model, med([c.latency for c in cals]))
 
@@ -238,7 +212,7 @@ def calibrate(
     got = asyncio.run(replay(url, reqs, vocab, seed=1))
     window = (got.t0, got.t0 + got.end)
     steps = [x for k in range(replicas) for x in step_cycles(str(steps_dir / f"rank{k}.csv"), *window)]
-    model = fit_served(perf, steps)
+    model = fit_to_steps(perf, steps)
     served = summarize(RunResult(reqs, BatchLog(), 0, got.end), [])["median_ttft_ms"] / 1e3
     sim = summarize(predict(probe_reqs, router, [model] * replicas, 0.0), [])["median_ttft_ms"] / 1e3
     split = got.medians_ms()
@@ -247,7 +221,7 @@ def calibrate(
     return Calibration(model, latency, split, sim * 1e3, served - sim - latency, len(steps), window)
 
 
-def describe(m: ServedPerf) -> str:
+def describe(m: Calibrated) -> str:
     return f"{m.compute:.2f} x profile + {m.per_seq * 1e3:.2f} ms per sequence"
 
 

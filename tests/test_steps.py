@@ -9,9 +9,11 @@ import pytest
 from llmsched.integrations.vllm.steps import StepFile, step_cycles, step_shape
 from llmsched.perf.base import (
     BatchShape,
+    Calibrated,
     InSequence,
     Jittered,
     Scaled,
+    fit_to_steps,
     speed_factor,
     step_ratios,
     step_ratios_by_kind,
@@ -59,6 +61,20 @@ def test_speed_factor_is_the_median_ratio_and_scaling_by_it_fits_the_steps():
     assert abs(f - 1.3) < 1e-9
     assert abs(Scaled(model, f).batch_time(shapes[2]) - steps[2][0]) < 1e-9
     assert speed_factor([], model) == 1.0
+
+
+def test_fit_to_steps_recovers_a_factor_and_a_cost_per_sequence():
+    model = Linear()
+    shapes = [BatchShape.of([(c, 0)] if c else [], [300] * k) for c in (0, 64) for k in (1, 5, 12, 20)]
+    truth = Calibrated(model, 1.4, 0.002)
+    fitted = fit_to_steps(model, [(truth.batch_time(s), s) for s in shapes])
+    assert abs(fitted.compute - 1.4) < 1e-9 and abs(fitted.per_seq - 0.002) < 1e-12
+    # steps that get cheaper per sequence would need a negative cost: the factor alone is refitted
+    falling = [(model.batch_time(s) - 0.0005 * s.decodes, s) for s in shapes]
+    fallback = fit_to_steps(model, falling)
+    assert fallback.per_seq == 0.0 and 0.5 < fallback.compute < 1.0
+    with pytest.raises(ValueError):
+        fit_to_steps(model, [])
 
 
 def test_jittered_draws_the_measured_ratios_reproducibly():

@@ -6,6 +6,8 @@ import random
 import statistics
 from typing import NamedTuple, Protocol
 
+import numpy as np
+
 
 class BatchShape(NamedTuple):
     """What a forward pass costs depends on: tokens, attention pairs, KV read, and sequence count.
@@ -55,6 +57,34 @@ class Scaled:
 
     def batch_time(self, shape: BatchShape) -> float:
         return self.factor * self.inner.batch_time(shape)
+
+
+class Calibrated:
+    """A profiled batch-time model as an engine runs it in some setting: `compute` x the profile plus `per_seq`
+    seconds per sequence in the batch. The profiler times each shape alone, back to back; an engine replaying or
+    serving requests also turns every running request's token into an output each step, shares the host with its
+    clients, and runs at whatever speed this machine has that hour. Fitted (`fit_to_steps`) to the step log of a
+    probe run in that setting, other requests than the ones it then predicts."""
+
+    def __init__(self, inner: PerfModel, compute: float, per_seq: float) -> None:
+        self.inner, self.compute, self.per_seq = inner, compute, per_seq
+        self.name = f"{inner.name} x {compute:.3f} + {per_seq * 1e3:.2f} ms per sequence"
+
+    def batch_time(self, shape: BatchShape) -> float:
+        return self.compute * self.inner.batch_time(shape) + self.per_seq * (shape.decodes + shape.num_prefills)
+
+
+def fit_to_steps(model: PerfModel, steps: list[tuple[float, BatchShape]]) -> Calibrated:
+    """Least squares of each measured step's time (seconds, shape) on (the model's time, sequences); a negative
+    per-sequence cost refits the factor alone."""
+    if not steps:
+        raise ValueError("fit_to_steps needs at least one measured step")
+    y = np.array([t for t, _ in steps])
+    x = np.array([[model.batch_time(s), s.decodes + s.num_prefills] for _, s in steps])
+    (compute, per_seq), *_ = np.linalg.lstsq(x, y, rcond=None)
+    if per_seq < 0:
+        compute, per_seq = x[:, 0] @ y / (x[:, 0] @ x[:, 0]), 0.0
+    return Calibrated(model, float(compute), float(per_seq))
 
 
 def step_ratios(steps: list[tuple[float, BatchShape]], model: PerfModel) -> list[float]:
