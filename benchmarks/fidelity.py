@@ -3,27 +3,35 @@ simulator using the batch-time model profiled on this machine (`llmsched profile
 
 Per policy, the relative error (sim - real) / real of median and p99 TTFT and ITL, where "real" is the median
 over --repeats runs of the real engine (each in a fresh process, policies alternating). The spread of the real
-runs around their median is printed beside it: on a shared CPU it is the floor no model can beat. Without
---profile, the engine is profiled first, in this session, so the profile and the runs see the same machine.
+runs around their median is printed beside it: on a shared CPU it is the floor no model can beat.
 
-This machine's speed also drifts between runs (the same batch shapes take 30% longer in one run than in the
-next). So a second comparison separates that from the simulator's scheduling: each real run records its steps
-(shape, time; `bench-engine --steps-out`), its speed factor is the median over its steps of real time / profiled
-prediction, and the simulator, its model scaled by that one number, is compared with that run ("speed-adjusted":
-the median over runs of the per-run errors). A third draws each simulated step's factor from that run's measured
-ratios ("with the spread"): a constant factor leaves the step-to-step jitter out, and p99 ITL is the slow steps.
-A fourth draws them by step kind ("by kind"): steps with a prefill chunk from the prefill steps' ratios, decode-only
-steps from theirs (`perf.base.step_ratios_by_kind`); the drawn comparisons take, per run, the median over --draws
-seeded draws. A fifth, "in sequence", replays each kind's ratios in the order measured (`perf.base.InSequence`):
-this machine's slow spells last many steps, and the queues they build make the TTFT tail, which independent draws
-spread thin. Every comparison but the first reads the run's own step log: they check the simulator's scheduling
-given how the machine ran, not a forecast of it.
+Forecasts (the simulator reads nothing of the evaluated runs):
+- from the profile. Without --profile the engine is profiled around the runs: one pass before each repetition
+  and one after the last, merged shape by shape (the median of the passes' medians). This machine's speed drifts
+  by tens of percent over minutes and one pass samples only its few minutes (four passes within one benchmark took
+  0.82-1.16x their merge shape by shape, 10th-90th percentile; passes on different days 0.74-1.74x each other).
+- with the profile passes' step spread: each simulated step's time is the merged fit's times a ratio drawn, by
+  step kind, from the passes' own timed steps against that fit (`profile --steps-out`; median of --draws draws).
+- calibrated on probes: before each repetition a probe run (vllm-default, other requests drawn from the same
+  trace and load, `PROBE_SEED`) logs its steps; the profile is fitted to them as c x profile + d per sequence
+  (`perf.base.fit_to_steps`): the profiler times each shape alone, while a replaying engine also turns every
+  running request's token into an output, and the probes run in the runs' hour. The same with the probes' step
+  spread drawn by kind, and with each probe's ratios by kind replayed in measured order (`perf.base.InSequence`;
+  the median over probes): slow spells last many steps, and the queues and paused decodes they make are the
+  tails. `--no-probes` skips them.
+
+Checks (each run simulated with its own step log, `bench-engine --steps-out`: the simulator's scheduling and
+queueing given how the machine ran, not a forecast): the run's speed factor (median measured / profiled step
+time); each step's factor drawn from the run's ratios, one pool or by step kind (prefill-carrying, decode-only;
+median of --draws draws); and each kind's ratios replayed in measured order (`perf.base.InSequence`): this
+machine's slow spells last many steps, and the queues they build make the TTFT tail.
+
 The simulator runs `vllm-v1` (our model of vLLM's scheduler) for `vllm-default` and the same policy for plugin
 runs, with vLLM's block size, KV pool, token budget and max_num_seqs. Target: |error| <= 10% (aim 5%).
-
 The workload is the built-in lengths scaled down as in engine_slai.py (prompt / 4, decode / 8) unless --trace.
 
-    python benchmarks/fidelity.py --model DIR [--profile FILE] [--qps 2] [--num-requests 80] [--repeats 3] [--draws 5]
+    python benchmarks/fidelity.py --model DIR [--profile FILE] [--qps 2] [--num-requests 80] [--repeats 3] \
+        [--draws 5] [--no-probes]
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +52,34 @@ from engine_slai import bench, scaled_trace
 
 from llmsched.commands.bench_engine import model_max_len
 from llmsched.metrics import summarize
-from llmsched.perf.base import BatchShape, InSequence, Jittered, Scaled, speed_factor, step_ratios_by_kind
-from llmsched.perf.fitted import load_perf_model
+from llmsched.perf.base import (
+    BatchShape,
+    InSequence,
+    Jittered,
+    Scaled,
+    fit_to_steps,
+    speed_factor,
+    step_ratios_by_kind,
+)
+from llmsched.perf.fitted import load_perf_model, load_profile, write_profile
 from llmsched.perf.hf_config import register, spec_from_hf
 from llmsched.policies import make_policy
 from llmsched.sim.engine import EngineConfig, SimEngine
 from llmsched.workload import WorkloadConfig, build_requests
 
 SIM_POLICY = {"vllm-default": "vllm-v1"}
+PROBE_POLICY, PROBE_SEED = "vllm-default", 7
+LABELS = {
+    "error": "forecast from the profile",
+    "profile_spread_error": "forecast, with the profile passes' step spread (by kind)",
+    "probe_calibrated_error": "forecast, profile calibrated on the probes",
+    "probe_spread_error": "forecast, calibrated, with the probes' step spread (by kind)",
+    "probe_sequence_error": "forecast, calibrated, replaying each probe's ratios in order (median over probes)",
+    "speed_adjusted_error": "check: each run's speed factor",
+    "spread_adjusted_error": "check: each run's step spread, one pool",
+    "spread_by_kind_error": "check: each run's step spread by kind",
+    "in_sequence_error": "check: each run's ratios by kind in measured order",
+}
 KEYS = ("median_ttft_ms", "p99_ttft_ms", "median_itl_ms", "p99_itl_ms")
 
 
@@ -64,6 +94,28 @@ def simulate(policy: str, wl: WorkloadConfig, perf, num_blocks: int, max_len: in
     cfg = EngineConfig(num_blocks=num_blocks, token_budget=512, max_num_seqs=128, block_size=128,
                        watermark=0.0 if policy == "vllm-default" else 0.01, max_model_len=max_len)  # fmt: skip
     return summarize(SimEngine(cfg, make_policy(SIM_POLICY.get(policy, policy)), perf).run(requests), tiers)
+
+
+def profile_pass(model: str, out: Path) -> Path:
+    """One pass of `llmsched profile --backend vllm` in a fresh process; its timed steps go beside it."""
+    cmd = [sys.executable, "-c", "from llmsched.cli import main; main()", "profile", "--backend", "vllm", "--model",
+           model, "--out", str(out), "--steps-out", str(out.with_suffix(".steps.csv"))]  # fmt: skip
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def merge_profiles(passes: list[Path], out: Path) -> dict[str, float]:
+    """Write the shape-by-shape median of the passes' medians to `out`; return each pass's level (the median over
+    shapes, geometric, of its time / the merged time)."""
+    times: dict[tuple, list[float]] = defaultdict(list)
+    rows = {p: load_profile(p) for p in passes}
+    for r in (r for pass_rows in rows.values() for r in pass_rows):
+        times[(r.prefill_tokens, r.prefill_context, r.decodes, r.decode_context)].append(r.batch_ms)
+    write_profile(out, rows[passes[0]][0].model, ((*shape, t) for shape, t in times.items()))
+    merged = {shape: statistics.median(t) for shape, t in times.items()}
+    level = {p: [r.batch_ms / merged[(r.prefill_tokens, r.prefill_context, r.decodes, r.decode_context)] for r in rs]
+             for p, rs in rows.items()}  # fmt: skip
+    return {p.name: statistics.geometric_mean(v) for p, v in level.items()}
 
 
 def per_run_errors(policy: str, wl: WorkloadConfig, perfs: list, runs: list[dict], blocks: int, max_len: int) -> dict:
@@ -89,6 +141,7 @@ def main() -> None:
     # One seeded draw of the step spread is one sample of its tails: a p99 over 200 requests is its 2nd-largest
     # value, so the drawn comparisons take each run's median over several draws.
     ap.add_argument("--draws", type=int, default=5, help="seeded draws of the step spread per run (medians)")
+    ap.add_argument("--no-probes", action="store_true", help="skip the probe run before each repetition")
     ap.add_argument("--trace", default=None)
     ap.add_argument("--tiers", default="paying:0.1:tbt=0.6,free:0.9:tbt=2.0")
     args = ap.parse_args()
@@ -97,68 +150,79 @@ def main() -> None:
     trace = Path(args.trace) if args.trace else tmp / "scaled.csv"
     if not args.trace:
         scaled_trace(trace)
-    profile = args.profile
-    if profile is None:
-        profile = str(tmp / "profile.csv")
-        subprocess.run([sys.executable, "-c", "from llmsched.cli import main; main()", "profile", "--backend", "vllm",
-                        "--model", args.model, "--out", profile], check=True)  # fmt: skip
     spec = register(spec_from_hf(args.model))
-    perf = load_perf_model(profile, spec.name)
     max_len = model_max_len(args.model)
     wl = WorkloadConfig(trace=str(trace), num_requests=args.num_requests, qps=args.qps, tiers=args.tiers, seed=42)
 
     policies = args.policies.split(",")
     runs: dict[str, list[dict]] = {p: [] for p in policies}
-    factors: dict[str, list[float]] = {p: [] for p in policies}
-    ratios: dict[str, list[dict[bool, list[float]]]] = {p: [] for p in policies}
+    passes: list[Path] = []
     for rep in range(args.repeats):
+        if args.profile is None:
+            passes.append(profile_pass(args.model, tmp / f"profile-{rep}.csv"))
+        if not args.no_probes:  # other requests, same load: what the forecast is calibrated on
+            bench(args.model, PROBE_POLICY, trace, args.qps, args.num_requests, args.tiers, "--seed", str(PROBE_SEED),
+                  "--steps-out", str(tmp / f"probe-{rep}"))  # fmt: skip
         for policy in policies:
-            steps = tmp / f"steps-{rep}"
             runs[policy].append(bench(args.model, policy, trace, args.qps, args.num_requests, args.tiers,
-                                      "--steps-out", str(steps)))  # fmt: skip
-            measured = steps_of(steps / f"{policy}.csv")
-            factors[policy].append(speed_factor(measured, perf))
-            ratios[policy].append(step_ratios_by_kind(measured, perf))
+                                      "--steps-out", str(tmp / f"steps-{rep}")))  # fmt: skip
+    profile, levels = args.profile, {}
+    if profile is None:
+        passes.append(profile_pass(args.model, tmp / f"profile-{args.repeats}.csv"))
+        profile = str(tmp / "profile.csv")
+        levels = merge_profiles(passes, Path(profile))
+        print("profile passes' levels against their merge: " + ", ".join(f"{v:.2f}" for v in levels.values()))
+    perf = load_perf_model(profile, spec.name)
+    draws = range(args.draws)
+    # Forecasts: models from what was measured before or beside the runs, never from the runs themselves.
+    # Each is a function making fresh models: drawn and replayed ones are stateful, one set per simulated policy.
+    forecasts: dict[str, Callable[[], Any]] = {"error": lambda: perf}
+    if passes:  # the passes' own timed steps against their merged fit: the spread met while profiling
+        profiled = step_ratios_by_kind([s for p in passes for s in steps_of(p.with_suffix(".steps.csv"))], perf)
+        forecasts["profile_spread_error"] = lambda: [Jittered(perf, profiled, seed=s) for s in draws]
+    calibration = {}
+    if not args.no_probes:
+        probes = [steps_of(tmp / f"probe-{rep}" / f"{PROBE_POLICY}.csv") for rep in range(args.repeats)]
+        calibrated = fit_to_steps(perf, [s for probe in probes for s in probe])
+        calibration = {"compute": calibrated.compute, "per_seq_s": calibrated.per_seq}
+        print(f"calibrated on {sum(map(len, probes))} probe steps: {calibrated.name}")
+        forecasts["probe_calibrated_error"] = lambda: calibrated
+        pooled = step_ratios_by_kind([s for probe in probes for s in probe], calibrated)
+        forecasts["probe_spread_error"] = lambda: [Jittered(calibrated, pooled, seed=s) for s in draws]
+        sequences = [step_ratios_by_kind(probe, calibrated) for probe in probes]
+        forecasts["probe_sequence_error"] = lambda: [InSequence(calibrated, q) for q in sequences]
+    measured = {p: [steps_of(tmp / f"steps-{rep}" / f"{p}.csv") for rep in range(args.repeats)] for p in policies}
     report = {}
     for policy in policies:
         real = {k: statistics.median(r[k] for r in runs[policy]) for k in KEYS}
         spread = {k: max(abs(r[k] - real[k]) for r in runs[policy]) / real[k] for k in KEYS}
         blocks = runs[policy][0]["kv_blocks"]
+        factors = [speed_factor(m, perf) for m in measured[policy]]
+        ratios = [step_ratios_by_kind(m, perf) for m in measured[policy]]
+        # Checks: each run simulated with its own step log's speed (not forecasts).
+        checks = {
+            "speed_adjusted_error": [Scaled(perf, f) for f in factors],
+            "spread_adjusted_error": [[Jittered(perf, q[True] + q[False], seed=s) for s in draws] for q in ratios],
+            "spread_by_kind_error": [[Jittered(perf, q, seed=s) for s in draws] for q in ratios],
+            "in_sequence_error": [InSequence(perf, q) for q in ratios],
+        }
         sim = simulate(policy, wl, perf, blocks, max_len)
-        error = {k: (sim[k] - real[k]) / real[k] for k in KEYS}
-        adjusted = per_run_errors(policy, wl, [Scaled(perf, f) for f in factors[policy]], runs[policy], blocks, max_len)
-        pooled = [[Jittered(perf, q[True] + q[False], seed=s) for s in range(args.draws)] for q in ratios[policy]]
-        spread_adj = per_run_errors(policy, wl, pooled, runs[policy], blocks, max_len)
-        by_kind_models = [[Jittered(perf, q, seed=s) for s in range(args.draws)] for q in ratios[policy]]
-        by_kind = per_run_errors(policy, wl, by_kind_models, runs[policy], blocks, max_len)
-        in_order = [InSequence(perf, q) for q in ratios[policy]]
-        in_sequence = per_run_errors(policy, wl, in_order, runs[policy], blocks, max_len)
-        report[policy] = {"real": real, "real_runs": {k: [r[k] for r in runs[policy]] for k in KEYS},
-                          "real_spread": spread, "sim": {k: sim[k] for k in KEYS}, "error": error,
-                          "speed_factors": factors[policy], "speed_adjusted_error": adjusted,
-                          "spread_adjusted_error": spread_adj, "spread_by_kind_error": by_kind,
-                          "in_sequence_error": in_sequence}  # fmt: skip
-        print(f"{policy}: " + ", ".join(f"{k} real {real[k]:.1f} (runs +-{spread[k]:.0%}) sim {sim[k]:.1f} "
-                                        f"({error[k]:+.1%})" for k in KEYS))  # fmt: skip
-        print(f"  speed factors {', '.join(f'{f:.2f}' for f in factors[policy])}; speed-adjusted errors: "
-              + ", ".join(f"{k} {adjusted[k]:+.1%}" for k in KEYS))  # fmt: skip
-        print(
-            "  with each run's step-to-step spread (each step's time drawn from the run's measured ratios): "
-            + ", ".join(f"{k} {spread_adj[k]:+.1%}" for k in KEYS)
-        )
-        print("  drawn by step kind (prefill steps from prefill steps' ratios): "
-              + ", ".join(f"{k} {by_kind[k]:+.1%}" for k in KEYS))  # fmt: skip
-        print("  each kind's ratios in measured order: " + ", ".join(f"{k} {in_sequence[k]:+.1%}" for k in KEYS))
-    worst = max(abs(e) for p in report.values() for e in p["error"].values())
-    worst_adj = max(abs(e) for p in report.values() for e in p["speed_adjusted_error"].values())
-    worst_spread = max(abs(e) for p in report.values() for e in p["spread_adjusted_error"].values())
-    worst_kind = max(abs(e) for p in report.values() for e in p["spread_by_kind_error"].values())
-    worst_seq = max(abs(e) for p in report.values() for e in p["in_sequence_error"].values())
-    print(f"qps {args.qps}, {args.num_requests} requests, {args.repeats} real runs per policy: worst |error| "
-          f"{worst:.1%}, speed-adjusted {worst_adj:.1%}, with the spread {worst_spread:.1%}, by kind {worst_kind:.1%}, "
-          f"in sequence {worst_seq:.1%} "
-          "(target <= 10%, aim 5%)")  # fmt: skip
-    print(json.dumps({"setup": vars(args) | {"profile": profile}, "report": report}, sort_keys=True))
+        out = {"real": real, "real_runs": {k: [r[k] for r in runs[policy]] for k in KEYS}, "real_spread": spread,
+               "sim": {k: sim[k] for k in KEYS}, "speed_factors": factors}  # fmt: skip
+        for name, make in forecasts.items():
+            out[name] = per_run_errors(policy, wl, [make()], [real], blocks, max_len)
+        for name, models in checks.items():
+            out[name] = per_run_errors(policy, wl, models, runs[policy], blocks, max_len)
+        report[policy] = out
+        print(f"{policy}: real " + ", ".join(f"{k} {real[k]:.1f} (runs +-{spread[k]:.0%})" for k in KEYS))
+        print(f"  speed factors against the profile {', '.join(f'{f:.2f}' for f in factors)}")
+        for name in [*forecasts, *checks]:
+            print(f"  {LABELS[name]}: " + ", ".join(f"{k} {out[name][k]:+.1%}" for k in KEYS))
+    worst = {name: max(abs(e) for p in report.values() for e in p[name].values()) for name in [*forecasts, *checks]}
+    print(f"qps {args.qps}, {args.num_requests} requests, {args.repeats} real runs per policy; worst |error|: "
+          + ", ".join(f"{LABELS[n]} {w:.1%}" for n, w in worst.items()) + " (target <= 10%, aim 5%)")  # fmt: skip
+    setup = vars(args) | {"profile": profile, "profile_pass_levels": levels, "probe_calibration": calibration}
+    print(json.dumps({"setup": setup, "report": report}, sort_keys=True))
 
 
 if __name__ == "__main__":
