@@ -37,7 +37,6 @@ The workload is the built-in lengths scaled down as in engine_slai.py (prompt / 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -51,9 +50,9 @@ from typing import Any
 from engine_slai import bench, scaled_trace
 
 from llmsched.commands.bench_engine import model_max_len
+from llmsched.integrations.vllm.steps import read_step_times
 from llmsched.metrics import summarize
 from llmsched.perf.base import (
-    BatchShape,
     InSequence,
     Jittered,
     Scaled,
@@ -61,7 +60,7 @@ from llmsched.perf.base import (
     speed_factor,
     step_ratios_by_kind,
 )
-from llmsched.perf.fitted import load_perf_model, load_profile, write_profile
+from llmsched.perf.fitted import ProfileRow, load_perf_model, load_profile, write_profile
 from llmsched.perf.hf_config import register, spec_from_hf
 from llmsched.policies import make_policy
 from llmsched.sim.engine import EngineConfig, SimEngine
@@ -83,12 +82,6 @@ LABELS = {
 KEYS = ("median_ttft_ms", "p99_ttft_ms", "median_itl_ms", "p99_itl_ms")
 
 
-def steps_of(steps_csv: Path) -> list[tuple[float, BatchShape]]:
-    with open(steps_csv) as f:
-        rows = list(csv.DictReader(f))
-    return [(float(r["step_ms"]) / 1e3, BatchShape(*(float(r[k]) for k in BatchShape._fields))) for r in rows]
-
-
 def simulate(policy: str, wl: WorkloadConfig, perf, num_blocks: int, max_len: int) -> dict:
     requests, tiers = build_requests(wl, max_len)  # the seed bench-engine uses: same lengths, tiers, arrivals
     cfg = EngineConfig(num_blocks=num_blocks, token_budget=512, max_num_seqs=128, block_size=128,
@@ -107,15 +100,17 @@ def profile_pass(model: str, out: Path) -> Path:
 def merge_profiles(passes: list[Path], out: Path) -> dict[str, float]:
     """Write the shape-by-shape median of the passes' medians to `out`; return each pass's level (the median over
     shapes, geometric, of its time / the merged time)."""
+
+    def shape(r: ProfileRow) -> tuple[int, int, int, int]:
+        return r.prefill_tokens, r.prefill_context, r.decodes, r.decode_context
+
     times: dict[tuple, list[float]] = defaultdict(list)
     rows = {p: load_profile(p) for p in passes}
     for r in (r for pass_rows in rows.values() for r in pass_rows):
-        times[(r.prefill_tokens, r.prefill_context, r.decodes, r.decode_context)].append(r.batch_ms)
-    write_profile(out, rows[passes[0]][0].model, ((*shape, t) for shape, t in times.items()))
-    merged = {shape: statistics.median(t) for shape, t in times.items()}
-    level = {p: [r.batch_ms / merged[(r.prefill_tokens, r.prefill_context, r.decodes, r.decode_context)] for r in rs]
-             for p, rs in rows.items()}  # fmt: skip
-    return {p.name: statistics.geometric_mean(v) for p, v in level.items()}
+        times[shape(r)].append(r.batch_ms)
+    write_profile(out, rows[passes[0]][0].model, ((*s, t) for s, t in times.items()))
+    merged = {s: statistics.median(t) for s, t in times.items()}
+    return {p.name: statistics.geometric_mean(r.batch_ms / merged[shape(r)] for r in rs) for p, rs in rows.items()}
 
 
 def per_run_errors(policy: str, wl: WorkloadConfig, perfs: list, runs: list[dict], blocks: int, max_len: int) -> dict:
@@ -178,11 +173,11 @@ def main() -> None:
     # Each is a function making fresh models: drawn and replayed ones are stateful, one set per simulated policy.
     forecasts: dict[str, Callable[[], Any]] = {"error": lambda: perf}
     if passes:  # the passes' own timed steps against their merged fit: the spread met while profiling
-        profiled = step_ratios_by_kind([s for p in passes for s in steps_of(p.with_suffix(".steps.csv"))], perf)
+        profiled = step_ratios_by_kind([s for p in passes for s in read_step_times(p.with_suffix(".steps.csv"))], perf)
         forecasts["profile_spread_error"] = lambda: [Jittered(perf, profiled, seed=s) for s in draws]
     calibration = {}
     if not args.no_probes:
-        probes = [steps_of(tmp / f"probe-{rep}" / f"{PROBE_POLICY}.csv") for rep in range(args.repeats)]
+        probes = [read_step_times(tmp / f"probe-{rep}" / f"{PROBE_POLICY}.csv") for rep in range(args.repeats)]
         calibrated = fit_to_steps(perf, [s for probe in probes for s in probe])
         calibration = {"compute": calibrated.compute, "per_seq_s": calibrated.per_seq}
         print(f"calibrated on {sum(map(len, probes))} probe steps: {calibrated.name}")
@@ -191,7 +186,9 @@ def main() -> None:
         forecasts["probe_spread_error"] = lambda: [Jittered(calibrated, pooled, seed=s) for s in draws]
         sequences = [step_ratios_by_kind(probe, calibrated) for probe in probes]
         forecasts["probe_sequence_error"] = lambda: [InSequence(calibrated, q) for q in sequences]
-    measured = {p: [steps_of(tmp / f"steps-{rep}" / f"{p}.csv") for rep in range(args.repeats)] for p in policies}
+    measured = {
+        p: [read_step_times(tmp / f"steps-{rep}" / f"{p}.csv") for rep in range(args.repeats)] for p in policies
+    }
     report = {}
     for policy in policies:
         real = {k: statistics.median(r[k] for r in runs[policy]) for k in KEYS}

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from llmsched.integrations.vllm.steps import StepFile, step_cycles, step_shape
+from llmsched.integrations.vllm.steps import StepFile, read_step_times, step_cycles, step_shape, write_step_times
 from llmsched.perf.base import (
     BatchShape,
     Calibrated,
@@ -51,6 +51,13 @@ def test_a_busy_step_lasts_until_the_next_starts_and_an_idle_one_until_it_ended(
     assert [c for c, _ in step_cycles(str(path), 4.0, 10.0)] == pytest.approx([0.5, 0.25])
     StepFile(str(path)).started(20.0, s)  # a restarted engine appends, without a second header
     assert path.read_text().count("start") == 1
+
+
+def test_step_times_read_back_in_order_in_seconds(tmp_path):
+    steps = [(BatchShape.of([(64, 512)], [300] * 3), 81.25), (BatchShape.of([], [40, 90]), 12.5)]
+    write_step_times(tmp_path / "s.csv", steps)
+    assert read_step_times(tmp_path / "s.csv") == [(ms / 1e3, shape) for shape, ms in steps]
+    assert [p.name for p in tmp_path.iterdir()] == ["s.csv"]  # no temporary file left
 
 
 def test_speed_factor_is_the_median_ratio_and_scaling_by_it_fits_the_steps():

@@ -8,7 +8,6 @@ the prompts are random tokens and caching would only add noise to the comparison
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from llmsched.errors import UserError
-from llmsched.integrations.vllm.steps import step_shape
+from llmsched.integrations.vllm.steps import step_shape, write_step_times
 from llmsched.perf.base import BatchShape
 from llmsched.sim.engine import BatchLog, RunResult
 from llmsched.workload.request import FINISHED, REJECTED, UNFINISHED, Request
@@ -129,11 +128,7 @@ class StepRecorder:
 
     def write_steps(self, path: str) -> None:
         """One row per step: its BatchShape fields and step_ms (the model-facing time of the step)."""
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow([*BatchShape._fields, "step_ms"])
-            for shape, d in zip(self.shapes, self.log.duration, strict=True):
-                w.writerow([*shape, round(d * 1e3, 4)])
+        write_step_times(path, ((shape, d * 1e3) for shape, d in zip(self.shapes, self.log.duration, strict=True)))
 
 
 def warm_up(engine: Any, token_budget: int) -> None:

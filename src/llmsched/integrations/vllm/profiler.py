@@ -11,8 +11,6 @@ is what one batch costs the real engine (the simulator's batch time includes the
 
 from __future__ import annotations
 
-import csv
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from llmsched.errors import UserError
-from llmsched.perf.base import BatchShape
+from llmsched.integrations.vllm.steps import write_step_times
 from llmsched.policies import Plan, Policy, make_policy
 
 DECODES = (0, 8, 32, 64)
@@ -101,22 +99,10 @@ def run_profile(model_dir: str, out: str, budget_s: float | None, steps_out: str
     path = Path(out)
     write_profile(path, model_name(model_dir), ((r.prefill_tokens, r.prefill_context, r.decodes, r.decode_context,
                                                  r.times_ms) for r in rows))  # fmt: skip
-    params = fit(load_profile(path, spec.name), spec, source=path.name)
-    save_fit(params, path.with_suffix(".fit.json"))
+    profile = load_profile(path, spec.name)  # its rows are `rows`, in order
+    save_fit(fit(profile, spec, source=path.name), path.with_suffix(".fit.json"))
     if steps_out is not None:
-        _write_steps(Path(steps_out), rows)
-
-
-def _write_steps(out: Path, rows: list[Row]) -> None:
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow([*BatchShape._fields, "step_ms"])
-        for r in rows:
-            chunks = [(r.prefill_tokens, r.prefill_context)] if r.prefill_tokens else []
-            shape = BatchShape.of(chunks, [r.decode_context] * r.decodes)
-            w.writerows([*shape, round(t, 4)] for t in r.times_ms)
-    tmp.replace(out)
+        write_step_times(steps_out, ((p.shape, t) for p, r in zip(profile, rows, strict=True) for t in r.times_ms))
 
 
 def _measure(engine: Any, sched: Any, t_start: float, budget_s: float | None) -> list[Row]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from llmsched.perf.base import BatchShape
@@ -71,3 +72,22 @@ def step_cycles(path: str, since: float, until: float) -> list[tuple[float, Batc
         cycle = float(rows[k + 1]["start"]) - start if follows else end - start
         out.append((cycle, BatchShape(*(float(r[f]) for f in BatchShape._fields))))
     return out
+
+
+def write_step_times(path: str | Path, steps: Iterable[tuple[BatchShape, float]]) -> None:
+    """Steps as (shape, milliseconds), one row each: BatchShape fields and step_ms, the format of
+    `bench-engine --steps-out` and `profile --steps-out`; written to a temporary file and renamed."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow([*BatchShape._fields, "step_ms"])
+        w.writerows([*shape, round(ms, 4)] for shape, ms in steps)
+    tmp.replace(path)
+
+
+def read_step_times(path: str | Path) -> list[tuple[float, BatchShape]]:
+    """(seconds, shape) of each row `write_step_times` wrote, in order."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [(float(r["step_ms"]) / 1e3, BatchShape(*(float(r[k]) for k in BatchShape._fields))) for r in rows]
