@@ -15,6 +15,7 @@ pytest.importorskip("vllm")
 
 from llmsched.integrations.vllm.engine import EngineSetup, make_engine, scheduler_of, vllm_environment  # noqa: E402
 from llmsched.integrations.vllm.models import build_tiny_llama  # noqa: E402
+from llmsched.integrations.vllm.steps import read_step_times  # noqa: E402
 from llmsched.perf.base import BatchShape  # noqa: E402
 from llmsched.policies import make_policy  # noqa: E402
 from llmsched.sim.engine import EngineConfig, SimEngine  # noqa: E402
@@ -207,7 +208,6 @@ def test_aborts_untiered_requests_overload_and_policy_faults_lose_no_request(tin
 
 
 def test_bench_engine_prints_simulate_summary_keys_per_policy(tiny, write_trace, capsys, tmp_path):
-    import csv
 
     from llmsched.cli import main
     from llmsched.workload import WorkloadConfig, build_requests
@@ -221,11 +221,10 @@ def test_bench_engine_prints_simulate_summary_keys_per_policy(tiny, write_trace,
     out = json.loads(capsys.readouterr().out)
     requests, _ = build_requests(WorkloadConfig(trace=trace, num_requests=12, qps=20, tiers=tiers, seed=42), 4096)
     for name in ("vllm-default", "slai"):  # every token of every request, once, in some step's shape
-        with open(tmp_path / "steps" / f"{name}.csv") as f:
-            rows = list(csv.DictReader(f))
-        assert len(rows) == out["policies"][name]["num_batches"]
-        assert all(float(r["step_ms"]) > 0 for r in rows)
-        tokens = sum(int(r["prefill_tokens"]) + int(r["decodes"]) for r in rows)
+        steps = read_step_times(tmp_path / "steps" / f"{name}.csv")
+        assert len(steps) == out["policies"][name]["num_batches"]
+        assert all(t > 0 for t, _ in steps)
+        tokens = sum(shape.prefill_tokens + shape.decodes for _, shape in steps)
         assert tokens == sum(r.prompt_len + r.decode_len - 1 for r in requests), name
     assert set(out["policies"]) == {"vllm-default", "slai"}
     for name, s in out["policies"].items():
@@ -279,12 +278,10 @@ def test_profile_measures_the_engine_and_writes_a_fit_simulate_loads(tiny, write
     assert any(r.decodes for r in rows) and any(r.prefill_tokens for r in rows)
     with open(out, newline="") as f:
         reps = [int(r["reps"]) for r in csv.DictReader(f)]
-    with open(steps, newline="") as f:
-        timed = list(csv.DictReader(f))
+    timed = read_step_times(steps)
     assert len(timed) == sum(reps)
-    expected = [r.shape for r, n in zip(rows, reps, strict=True) for _ in range(n)]
-    assert [BatchShape(*(float(t[k]) for k in BatchShape._fields)) for t in timed] == expected
-    assert all(float(t["step_ms"]) > 0 for t in timed)
+    assert [shape for _, shape in timed] == [r.shape for r, n in zip(rows, reps, strict=True) for _ in range(n)]
+    assert all(t > 0 for t, _ in timed)
     capsys.readouterr()
     trace = write_trace([(50 + i, 4 + i % 5) for i in range(20)])
     main(["simulate", "--model", tiny, "--perf-model", str(out.with_suffix(".fit.json")), "--trace", trace, "--json"])
