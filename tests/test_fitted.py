@@ -22,11 +22,13 @@ from llmsched.perf.fitted import (
     builtin_rows,
     errors,
     fit,
+    fit_shapes,
     fitted_model,
     kfold_errors,
     load_perf_model,
     load_profile,
     read_fit,
+    refit_to_steps,
     save_fit,
 )
 from llmsched.perf.roofline import Roofline
@@ -121,6 +123,45 @@ def test_fit_beats_the_roofline_form() -> None:
     roofline_mape = np.abs(res(least_squares(res, [np.log(3e14), np.log(1e12), 1e-3]).x)).mean()
     ours = np.abs(errors(fitted_model(fit(MISTRAL, spec)), MISTRAL)).mean()
     assert ours < roofline_mape / 2
+
+
+def _engine_steps(truth, n: int, sigma: float, seed: int) -> list[tuple[float, BatchShape]]:
+    """Steps an engine could log (several chunks, decodes at mixed contexts), timed as `truth` x noise of mean 1."""
+    rng = np.random.default_rng(seed)
+    steps = []
+    for _ in range(n):
+        chunks = [(int(rng.integers(16, 256)), int(rng.integers(0, 1024))) for _ in range(int(rng.integers(0, 3)))]
+        decodes = [int(c) for c in rng.integers(64, 2048, size=int(rng.integers(0 if chunks else 1, 48)))]
+        shape = BatchShape.of(chunks, decodes)
+        steps.append((truth.batch_time(shape) * float(rng.lognormal(-(sigma**2) / 2, sigma)), shape))
+    return steps
+
+
+def test_refit_to_steps_learns_the_engines_shape_and_mean_from_noisy_steps() -> None:
+    """A profile off by shape (the engine pays more per sequence and per decode context than the profiler saw):
+    refitted to the engine's noisy steps, it predicts held-out batches near the truth, and each step's mean."""
+    spec = get_model("mistral-7b")
+    profiled = fit(MISTRAL, spec)
+    truth = fitted_model(replace(profiled, per_seq_s=profiled.per_seq_s + 2e-4, decode_tau_s=2 * profiled.decode_tau_s))
+    steps = _engine_steps(truth, 600, sigma=0.3, seed=1)
+    before, after = fitted_model(profiled), refit_to_steps(fitted_model(profiled), steps, "engine")
+    held = [s for _, s in _engine_steps(truth, 200, sigma=0.0, seed=2)]
+    miss = {m.name: np.abs(m.batch_times(held) / truth.batch_times(held) - 1).mean() for m in (before, after)}
+    assert miss[after.name] < 0.03 < miss[before.name]
+    ratios = [t / after.batch_time(s) for t, s in steps]
+    assert abs(np.mean(ratios) - 1) < 0.02
+    with pytest.raises(ValueError, match="at least one"):
+        refit_to_steps(before, [], "engine")
+
+
+def test_relative_residuals_fit_noisy_steps_low() -> None:
+    """Why the refit weighs residuals by a fixed scale: relative to the measured times, a fit of noisy steps comes
+    out below their mean (the noise's variance, ~9% at sigma 0.3), so a simulated engine would run too fast."""
+    spec = get_model("mistral-7b")
+    truth = fitted_model(fit(MISTRAL, spec))
+    steps = _engine_steps(truth, 600, sigma=0.3, seed=1)
+    low = fitted_model(fit_shapes([s for _, s in steps], [t for t, _ in steps], spec, start=truth.params))
+    assert np.mean([t / low.batch_time(s) for t, s in steps]) > 1.05
 
 
 def test_mixed_term_stays_zero_without_mixed_rows() -> None:

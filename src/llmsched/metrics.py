@@ -69,6 +69,20 @@ def _group(reqs: list[Request], duration: float, ttft_slo: float | None, tiers: 
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in summary.items()}
 
 
+def leave_one_out(runs: list[dict], keys: tuple[str, ...]) -> dict[str, float | None]:
+    """How well repeated runs of one setting predict each other: per key, the median over runs of |the run's value /
+    the median of the other runs' values - 1| (None for fewer than 2 runs or a missing value). A model compared with
+    the runs' median cannot be checked to much better than this: on a machine whose speed drifts, it is the floor."""
+    out: dict[str, float | None] = {}
+    for k in keys:
+        values = [r.get(k) for r in runs]
+        if len(values) < 2 or any(v is None for v in values):
+            out[k] = None
+            continue
+        out[k] = float(np.median([abs(v / np.median(values[:i] + values[i + 1 :]) - 1) for i, v in enumerate(values)]))
+    return out
+
+
 def summarize(result: RunResult, tiers: list[SLOTier], ttft_slo: float | None = None) -> dict:
     reqs = result.requests
     first = min((r.arrival for r in reqs), default=0.0)

@@ -266,9 +266,8 @@ class FittedModel:
         return _predict(self.params, Features(self.spec, shapes))
 
 
-def _start(rows: list[ProfileRow], spec: ModelSpec) -> list[float]:
+def _start(fastest: float, spec: ModelSpec) -> list[float]:
     """A starting point from the data itself, so that any GPU's profile starts near its own scale."""
-    fastest = min(r.batch_ms for r in rows) / 1e3
     guess = {
         "overhead_s": 0.2 * fastest,
         "weight_bw": spec.weight_bytes / (0.7 * fastest),
@@ -285,6 +284,11 @@ def _start(rows: list[ProfileRow], spec: ModelSpec) -> list[float]:
     return [math.log(guess[n]) if log else guess[n] for n, _, _, log in _FREE]
 
 
+def _vector(params: FitParams) -> list[float]:
+    g = asdict(params)
+    return [math.log(g[n]) if log else g[n] for n, _, _, log in _FREE]
+
+
 def _params(x: np.ndarray, model: str, source: str) -> FitParams:
     values = {n: float(math.exp(v) if log else v) for (n, _, _, log), v in zip(_FREE, x, strict=True)}
     return FitParams(model=model, source=source, **values)
@@ -292,23 +296,51 @@ def _params(x: np.ndarray, model: str, source: str) -> FitParams:
 
 def fit(rows: list[ProfileRow], spec: ModelSpec, source: str = "") -> FitParams:
     """Least squares on relative error; deterministic (fixed start, no randomness)."""
+    return fit_shapes([r.shape for r in rows], [r.batch_ms / 1e3 for r in rows], spec, source)
+
+
+def fit_shapes(
+    shapes: list[BatchShape],
+    seconds: Sequence[float],
+    spec: ModelSpec,
+    source: str = "",
+    start: FitParams | None = None,
+    scale_s: np.ndarray | None = None,
+) -> FitParams:
+    """The form fitted to any measured batches (a profile's rows, or an engine's logged steps with many chunks and
+    mixed contexts), from `start` if given (else from the data's own scale). Residuals are (predicted - measured)
+    / `scale_s`, the measured times unless given: relative error, which fits a profile's medians evenly over
+    shapes of any size, but fits noisy times low (a slow outlier is a small relative miss, a fast one a large one).
+    A scale fixed beforehand (a prior model's prediction) weighs the same but fits each shape's mean."""
     from scipy.optimize import least_squares
 
-    feats = Features(spec, [r.shape for r in rows])
-    measured = np.array([r.batch_ms / 1e3 for r in rows])
+    feats = Features(spec, shapes)
+    measured = np.asarray(seconds, dtype=float)
     lo = [math.log(a) if log else a for _, a, _, log in _FREE]
     hi = [math.log(b) if log else b for _, _, b, log in _FREE]
 
     def residuals(x: np.ndarray) -> np.ndarray:
         g = {n: (math.exp(v) if log else v) for (n, _, _, log), v in zip(_FREE, x, strict=True)}
-        return _predict(g, feats) / measured - 1
+        return (_predict(g, feats) - measured) / scale
 
-    x0 = np.clip(_start(rows, spec), lo, hi)
+    scale = measured if scale_s is None else np.asarray(scale_s, dtype=float)
+    x0 = np.clip(_start(float(measured.min()), spec) if start is None else _vector(start), lo, hi)
     fastest = float(measured.min())
     unit = {"linear_p": 1.0, "decode_q": 1.0, "per_token_s": 1e-3 * fastest, "per_seq_s": 1e-3 * fastest}
-    scale = [1.0 if log else unit.get(n, 0.1 * fastest) for n, _, _, log in _FREE]
-    sol = least_squares(residuals, x0, bounds=(lo, hi), x_scale=scale, method="trf", max_nfev=4000)
+    x_scale = [1.0 if log else unit.get(n, 0.1 * fastest) for n, _, _, log in _FREE]
+    sol = least_squares(residuals, x0, bounds=(lo, hi), x_scale=x_scale, method="trf", max_nfev=4000)
     return _params(sol.x, spec.name, source)
+
+
+def refit_to_steps(model: FittedModel, steps: list[tuple[float, BatchShape]], label: str) -> FittedModel:
+    """`model`'s form refitted to an engine's logged steps (seconds, shape), starting from its parameters: the
+    batches a replaying engine really runs (few decodes, mixed contexts, several chunks), which a profile's grid
+    samples sparsely, at the cost they have there (each running request's output handled every step)."""
+    if not steps:
+        raise ValueError("refit_to_steps needs at least one measured step")
+    shapes = [s for _, s in steps]
+    params = fit_shapes(shapes, [t for t, _ in steps], model.spec, label, model.params, model.batch_times(shapes))
+    return FittedModel(f"{model.name} refitted to {label}", model.spec, params)
 
 
 def fitted_model(params: FitParams, label: str | None = None) -> FittedModel:
