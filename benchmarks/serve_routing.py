@@ -360,7 +360,6 @@ def main() -> None:
         for rep in range(args.repeats):  # routers alternate, so slow phases of the machine hit each alike
             for name in routers:
                 cals.append(calibrated(args.probe_load * qps))  # beside every run: the machine's speed drifts
-                cal = cals[-1]
                 use_router(name)
                 real_reqs = copy.deepcopy(requests)
                 got = asyncio.run(replay(served.url, real_reqs, spec.vocab, args.seed))
@@ -369,7 +368,7 @@ def main() -> None:
                 counts = [got.per_rank.get(i, 0) for i in range(len(opts))]
                 runs[name].append({
                     "summary": real, "lost": lost, "per_replica": counts, "window": [got.t0, got.t0 + got.end],
-                    "median_ttft_split_ms": got.medians_ms(), "calibration": cal,
+                    "median_ttft_split_ms": got.medians_ms(), "calibration": cals[-1],
                 })  # fmt: skip
                 print(f"run {rep + 1} {name}: requests per replica {counts}, completed {real['completed']}/"
                       f"{len(real_reqs)}, lost {lost}, median TTFT {real['median_ttft_ms']:.0f} ms, p99 TTFT "

@@ -324,8 +324,8 @@ def fit_shapes(
         return (_predict(g, feats) - measured) / scale
 
     scale = measured if scale_s is None else np.asarray(scale_s, dtype=float)
-    x0 = np.clip(_start(float(measured.min()), spec) if start is None else _vector(start), lo, hi)
     fastest = float(measured.min())
+    x0 = np.clip(_start(fastest, spec) if start is None else _vector(start), lo, hi)
     unit = {"linear_p": 1.0, "decode_q": 1.0, "per_token_s": 1e-3 * fastest, "per_seq_s": 1e-3 * fastest}
     x_scale = [1.0 if log else unit.get(n, 0.1 * fastest) for n, _, _, log in _FREE]
     sol = least_squares(residuals, x0, bounds=(lo, hi), x_scale=x_scale, method="trf", max_nfev=4000)
