@@ -412,7 +412,8 @@ def main() -> None:
             real = {k: float(np.median([x[k] for x in served_runs])) for k in KEYS}
             spread = {k: max(abs(x[k] - real[k]) for x in served_runs) / real[k] for k in KEYS}
             # The forecast: each run from the probe just before it (the machine drifts over minutes), the median
-            # over runs as for the served figure (sets i-k offline: 10 of 12 medians within 15%, pooled 8 of 12).
+            # over runs as for the served figure. Medians within 15%: sets i-k (offline) 10 of 12, pooled 8 of 12;
+            # set l 4 of 4; set m 0 of 4 (its runs ran faster than its probes).
             per_run = [forecast(name, x.pop("calibration")) for x in runs[name]]
             forecasts = {k: float(np.median([f[k] for f in per_run])) for k in KEYS}
             report["routers"][name] = {"served_runs": runs[name], "served_median": real, "served_spread": spread,
