@@ -7,7 +7,7 @@ pool against the reference's 14,733 blocks. Target: MAPE <= 5%.
 from __future__ import annotations
 
 from llmsched.perf import analytic_model, get_gpu, get_model, kv_blocks
-from llmsched.perf.calibration import chunk_sweep_ms, mape, paper_points
+from llmsched.perf.paper_fit import chunk_sweep_ms, mape, paper_points
 
 
 def main() -> None:

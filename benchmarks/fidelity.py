@@ -59,15 +59,10 @@ from engine_slai import bench, scaled_trace
 from llmsched.commands.bench_engine import model_max_len
 from llmsched.integrations.vllm.steps import read_step_times
 from llmsched.metrics import leave_one_out, summarize
-from llmsched.perf.base import (
-    InSequence,
-    Jittered,
-    Scaled,
-    speed_factor,
-    step_ratios_by_kind,
-)
+from llmsched.perf.catalog import register
 from llmsched.perf.fitted import ProfileRow, load_perf_model, load_profile, refit_to_steps, write_profile
-from llmsched.perf.hf_config import register, spec_from_hf
+from llmsched.perf.hf_config import spec_from_hf
+from llmsched.perf.measured import InSequence, Jittered, Scaled, speed_factor, step_ratios_by_kind
 from llmsched.policies import make_policy
 from llmsched.sim.engine import EngineConfig, SimEngine
 from llmsched.workload import WorkloadConfig, build_requests

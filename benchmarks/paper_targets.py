@@ -15,8 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from llmsched.executor import Executor
-from llmsched.reproduce import BASELINE, GUARD, SLAI, reproduce
+from llmsched.studies.executor import Executor
+from llmsched.studies.reproduce import BASELINE, GUARD, SLAI, reproduce
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces" / "sharegpt4_llama2.csv"
 

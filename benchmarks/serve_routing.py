@@ -49,13 +49,16 @@ import numpy as np
 
 from llmsched.integrations.vllm.steps import step_cycles
 from llmsched.metrics import leave_one_out, summarize
-from llmsched.perf.base import BatchShape, Calibrated, Scaled, fit_to_steps, speed_factor
+from llmsched.perf.base import BatchShape
+from llmsched.perf.catalog import register
 from llmsched.perf.fitted import load_perf_model
-from llmsched.perf.hf_config import register, spec_from_hf
+from llmsched.perf.hf_config import spec_from_hf
+from llmsched.perf.measured import Scaled, StepFitted, fit_to_steps, speed_factor
 from llmsched.policies import make_policy
-from llmsched.routing import make_router
+from llmsched.records import BatchLog, RunResult
+from llmsched.routers import make_router
 from llmsched.sim.cluster import Cluster
-from llmsched.sim.engine import BatchLog, EngineConfig, RunResult, SimEngine
+from llmsched.sim.engine import EngineConfig, SimEngine
 from llmsched.workload import WorkloadConfig, build_requests
 from llmsched.workload.request import FINISHED, REJECTED, UNFINISHED
 
@@ -174,7 +177,7 @@ class Calibration:
     (`SPLITS`); `sim_ttft_ms`: its median TTFT simulated with the model (the engines' part); `unexplained`: the
     probe's median TTFT as served less as predicted (the simulated engines plus `latency`)."""
 
-    model: Calibrated
+    model: StepFitted
     latency: float
     split_ms: dict[str, float | None]
     sim_ttft_ms: float
@@ -188,13 +191,13 @@ class Prediction:
     """What the simulator is given: the step model and the latency outside the engines, the medians of one or
     more calibrations (this machine's speed drifts between them).
 
-    The step model (`perf.base.Calibrated`) is one factor on the profile for every step (two engines and Serve's
+    The step model (`perf.base.StepFitted`) is one factor on the profile for every step (two engines and Serve's
     processes share the 2 cores; the profile ran alone) plus a cost per sequence (each running request's token
     also goes through AsyncLLM's output processing and Serve's streaming). A factor per step kind
     (prefill-carrying, decode-only), tried at stop 6 on the probes of sets i, j and k, lowered the predicted
     median TTFT by 3-14 points of error: better where the simulator was high, worse where it was low."""
 
-    model: Calibrated
+    model: StepFitted
     latency: float
 
     @staticmethod
@@ -202,7 +205,7 @@ class Prediction:
         def med(values: list[float]) -> float:
             return float(np.median(values))
 
-        model = Calibrated(cals[0].model.inner, med([c.model.compute for c in cals]),
+        model = StepFitted(cals[0].model.inner, med([c.model.compute for c in cals]),
                            med([c.model.per_seq for c in cals]))  # fmt: skip
         return Prediction(model, med([c.latency for c in cals]))
 
@@ -225,7 +228,7 @@ def calibrate(
     return Calibration(model, latency, split, sim * 1e3, served - sim - latency, len(steps), window)
 
 
-def describe(m: Calibrated) -> str:
+def describe(m: StepFitted) -> str:
     return f"{m.compute:.2f} x profile + {m.per_seq * 1e3:.2f} ms per sequence"
 
 

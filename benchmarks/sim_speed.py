@@ -15,7 +15,8 @@ import statistics
 import time
 from pathlib import Path
 
-from llmsched.experiment import RunSpec, run
+from llmsched.studies.run import run
+from llmsched.studies.spec import RunSpec
 from llmsched.workload import WorkloadConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces" / "sharegpt4_llama2.csv"

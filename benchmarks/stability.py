@@ -15,12 +15,14 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from llmsched.capacity import search
-from llmsched.executor import Executor
-from llmsched.experiment import RunSpec, perf_model, run
-from llmsched.plots_theory import queue_over_time, stability_region, throughput_curve
-from llmsched.slo import SLO
-from llmsched.theory import limits, memory_cap, spec_bound, throughput
+from llmsched.report.theory_plots import queue_over_time, stability_region, throughput_curve
+from llmsched.studies.bounds import limits, spec_bound
+from llmsched.studies.capacity import search
+from llmsched.studies.executor import Executor
+from llmsched.studies.run import run
+from llmsched.studies.slo import SLO
+from llmsched.studies.spec import RunSpec, perf_model
+from llmsched.theory import memory_cap, throughput
 from llmsched.workload import WorkloadConfig
 
 SINGLE_POLICIES = ("rad", "sarathi", "vllm", "fastertransformer")

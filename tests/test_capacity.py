@@ -2,13 +2,13 @@ import json
 
 import pytest
 
-import llmsched.capacity as capacity
-from llmsched.capacity import Point, search
+import llmsched.studies.capacity as capacity
 from llmsched.cli import main
 from llmsched.errors import UserError
-from llmsched.executor import Executor
-from llmsched.experiment import RunSpec
-from llmsched.slo import PAPER_SLO, parse_slo
+from llmsched.studies.capacity import Point, search
+from llmsched.studies.executor import Executor
+from llmsched.studies.slo import PAPER_SLO, parse_slo
+from llmsched.studies.spec import RunSpec
 from llmsched.workload import WorkloadConfig
 
 

@@ -8,14 +8,15 @@ from hypothesis import strategies as st
 
 from llmsched.cli import main
 from llmsched.errors import UserError
-from llmsched.experiment import RunSpec, run
+from llmsched.metrics.stability import queue_growth
 from llmsched.perf import analytic_model, get_gpu, get_model
 from llmsched.policies import make_policy
-from llmsched.routing import ROUTERS, make_router
-from llmsched.sim.cluster import Cluster, parse_replicas
+from llmsched.routers import ROUTERS, make_router
+from llmsched.sim.cluster import Cluster
 from llmsched.sim.engine import EngineConfig, SimEngine
-from llmsched.stability import queue_growth
-from llmsched.theory import spec_bound
+from llmsched.studies.bounds import spec_bound
+from llmsched.studies.run import run
+from llmsched.studies.spec import RunSpec, parse_replicas
 from llmsched.workload import Request, WorkloadConfig
 from llmsched.workload.request import FINISHED, REJECTED
 

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from llmsched.cli import main
 from llmsched.errors import UserError
-from llmsched.experiment import RunSpec, perf_model
 from llmsched.perf import BatchShape, get_model
 from llmsched.perf.fitted import (
     BUILTIN,
@@ -32,6 +31,7 @@ from llmsched.perf.fitted import (
     save_fit,
 )
 from llmsched.perf.roofline import Roofline
+from llmsched.studies.spec import RunSpec, perf_model
 
 HEADER = "model,prefill_tokens,prefill_context,decodes,decode_context,batch_ms_median,batch_ms_min,batch_ms_p90,reps\n"
 MISTRAL = builtin_rows("mistral-7b")

@@ -6,10 +6,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmsched.experiment import RunSpec, perf_model, run
 from llmsched.metrics import summarize
 from llmsched.policies import POLICIES, make_policy
 from llmsched.sim.engine import EngineConfig, SimEngine
+from llmsched.studies.run import run
+from llmsched.studies.spec import RunSpec, perf_model
 from llmsched.workload import Request
 from llmsched.workload.request import FINISHED, REJECTED, UNFINISHED
 

@@ -1,7 +1,7 @@
 import pytest
 
 from llmsched.perf import BatchShape, analytic_model, get_gpu, get_model, kv_blocks
-from llmsched.perf.calibration import fit_paper_gpu, mape
+from llmsched.perf.paper_fit import fit_paper_gpu, mape
 from llmsched.perf.roofline import PAPER_BW_EFF, PAPER_FLOPS_EFF, PAPER_OVERHEAD_S
 
 PAPER_BLOCKS = 14_733  # the reference's KV pool for Mistral-7B on the RTX 6000 Ada

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from llmsched.cli import main
-from llmsched.perf.catalog import MODELS, ModelSpec
+from llmsched.perf.catalog import MODELS
 from llmsched.perf.fitted import FAMILIES, OPTIONAL_COLUMNS, PROFILE_COLUMNS, builtin_rows, load_profile
 from llmsched.perf.profile_torch import grid
+from llmsched.perf.specs import ModelSpec
 
 TINY = ModelSpec("tiny", layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=128, vocab=256, max_len=512)
 

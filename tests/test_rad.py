@@ -1,12 +1,13 @@
 import numpy as np
 import pytest
 
-from llmsched.experiment import RunSpec, replica_engine, run
+from llmsched.metrics.stability import queue_growth
 from llmsched.perf import analytic_model, get_gpu, get_model
 from llmsched.policies import POLICIES, make_policy
 from llmsched.sim.engine import EngineConfig, SimEngine
-from llmsched.stability import queue_growth
-from llmsched.theory import replica_tile, spec_bound
+from llmsched.studies.bounds import replica_tile, spec_bound
+from llmsched.studies.run import replica_engine, run
+from llmsched.studies.spec import RunSpec
 from llmsched.workload import Request, WorkloadConfig
 
 PERF = analytic_model(get_model("mistral-7b"), get_gpu("rtx6000ada"))

@@ -1,7 +1,7 @@
 import json
 
 from llmsched.cli import main
-from llmsched.compare import parse_grid
+from llmsched.studies.grid import parse_grid
 
 
 def run_cli(*args):

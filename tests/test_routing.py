@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmsched.errors import UserError
-from llmsched.routing import ROUTERS, make_router
+from llmsched.routers import ROUTERS, make_router
 
 
 def route_all(name, caps, jobs, seed=0):

@@ -12,7 +12,7 @@ from ray.serve.request_router import PendingRequest  # noqa: E402
 
 from llmsched.errors import UserError  # noqa: E402
 from llmsched.integrations.ray_serve.router import LlmschedRouter  # noqa: E402
-from llmsched.routing import make_router  # noqa: E402
+from llmsched.routers import make_router  # noqa: E402
 
 DEPLOYMENT = DeploymentID("llm", "app")
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from llmsched.policies import make_policy, order
-from llmsched.policies.base import Plan
+from llmsched.policies.plan import Plan
 from llmsched.policies.slai import SLAI
 from llmsched.workload import Request
 from llmsched.workload.request import RUNNING

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 import pytest
 
 from llmsched.integrations.vllm.steps import StepFile, read_step_times, step_cycles, step_shape, write_step_times
-from llmsched.perf.base import (
-    BatchShape,
-    Calibrated,
+from llmsched.perf.base import BatchShape
+from llmsched.perf.measured import (
     InSequence,
     Jittered,
     Scaled,
+    StepFitted,
     fit_to_steps,
     speed_factor,
     step_ratios,
@@ -73,7 +73,7 @@ def test_speed_factor_is_the_median_ratio_and_scaling_by_it_fits_the_steps():
 def test_fit_to_steps_recovers_a_factor_and_a_cost_per_sequence():
     model = Linear()
     shapes = [BatchShape.of([(c, 0)] if c else [], [300] * k) for c in (0, 64) for k in (1, 5, 12, 20)]
-    truth = Calibrated(model, 1.4, 0.002)
+    truth = StepFitted(model, 1.4, 0.002)
     fitted = fit_to_steps(model, [(truth.batch_time(s), s) for s in shapes])
     assert abs(fitted.compute - 1.4) < 1e-9 and abs(fitted.per_seq - 0.002) < 1e-12
     # steps that get cheaper per sequence would need a negative cost: the factor alone is refitted

@@ -4,20 +4,10 @@ import math
 import pytest
 
 from llmsched.cli import main
-from llmsched.experiment import RunSpec, perf_model
 from llmsched.perf import BatchShape
-from llmsched.theory import (
-    Limits,
-    WorkloadStats,
-    batch_time,
-    memory_cap,
-    optimal_tile,
-    replica_tile,
-    spec_bound,
-    throughput,
-    tile_shape,
-    workload_stats,
-)
+from llmsched.studies.bounds import replica_tile, spec_bound, workload_stats
+from llmsched.studies.spec import RunSpec, perf_model
+from llmsched.theory import Limits, WorkloadStats, batch_time, memory_cap, optimal_tile, throughput, tile_shape
 from llmsched.workload import WorkloadConfig
 
 PERF = perf_model(RunSpec())

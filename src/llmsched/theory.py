@@ -11,16 +11,12 @@ b* / t(b*) tokens/s, so requests are served at most at lambda* = sum over replic
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from llmsched.errors import UserError
-from llmsched.experiment import RunSpec, engine_config, perf_model, replica_specs
-from llmsched.perf import get_model
 from llmsched.perf.base import BatchShape, PerfModel
-from llmsched.workload import WorkloadConfig, build_requests
 
 MAX_TILE = 16384  # search range of b; the KV pool binds far below it on every catalog GPU
 
@@ -156,40 +152,3 @@ class Bound:
 
     def fixed_qps(self, budget: int) -> float:
         return sum(t.tokens_per_s for t in self.fixed[budget]) / self.workload.work
-
-
-# --- the same quantities for a run's spec (its perf model, KV pool and workload) ----------------------
-
-
-def workload_stats(spec: RunSpec) -> WorkloadStats:
-    """Means over the requests the spec's workload draws (the rate does not change them)."""
-    return _stats(replace(spec.workload, qps=1.0), get_model(spec.model).max_len)
-
-
-@lru_cache(maxsize=16)
-def _stats(workload: WorkloadConfig, max_len: int) -> WorkloadStats:
-    requests, _ = build_requests(workload, max_len)
-    return WorkloadStats.of([r.prompt_len for r in requests], [r.decode_len for r in requests])
-
-
-def limits(spec: RunSpec, tbt: float | None = None) -> Limits:
-    """The KV pool less the admission watermark; the sequence limit only if the spec sets one."""
-    cfg = engine_config(spec)
-    pool = cfg.num_blocks * cfg.block_size * (1 - cfg.watermark)
-    return Limits(pool, cfg.block_size, spec.max_num_seqs, tbt)
-
-
-def replica_tile(spec: RunSpec, budget: int | None = None, tbt: float | None = None) -> Tile:
-    """The optimal tile of a single-replica spec (or the best tile within a fixed budget)."""
-    try:
-        return cached_tile(perf_model(spec), workload_stats(spec), limits(spec, tbt), budget)
-    except ValueError as e:
-        raise UserError(f"{spec.model} on {spec.gpu}: {e}") from None
-
-
-def spec_bound(spec: RunSpec, budgets: Sequence[int] = (512,), tbt: float | None = None) -> Bound:
-    specs = replica_specs(spec)
-    w = workload_stats(spec)
-    tiles = tuple(replica_tile(s, None, tbt) for s in specs)
-    fixed = {b: tuple(replica_tile(s, b, tbt) for s in specs) for b in budgets}
-    return Bound(w, tiles, fixed)

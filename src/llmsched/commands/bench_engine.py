@@ -112,8 +112,8 @@ def command(
 ) -> None:
     """Replay requests (Poisson arrivals, trace lengths, ignore_eos) into an in-process vLLM engine on the
     real clock, per policy, and print the same summary as `simulate`."""
-    from llmsched.cli import format_summary
     from llmsched.integrations.vllm.engine import EngineSetup, check_model_dir
+    from llmsched.report.text import format_summary
     from llmsched.workload import WorkloadConfig, parse_tiers
 
     names = parse_engine_policies(policies)

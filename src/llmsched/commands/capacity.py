@@ -7,11 +7,10 @@ from typing import Any
 
 import click
 
-from llmsched.capacity import search
-from llmsched.cli import spec_from, workload_options
-from llmsched.commands._options import executor_options, parse_policies
-from llmsched.executor import Executor
-from llmsched.slo import parse_slo
+from llmsched.commands.options import executor_options, parse_policies, spec_from, workload_options
+from llmsched.studies.capacity import search
+from llmsched.studies.executor import Executor
+from llmsched.studies.slo import parse_slo
 
 
 @click.command(name="capacity")

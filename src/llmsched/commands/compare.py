@@ -8,11 +8,12 @@ from typing import Any
 
 import click
 
-from llmsched.cli import spec_from, workload_options
-from llmsched.commands._options import executor_options, parse_policies
-from llmsched.compare import flatten, parse_grid, run_grid
-from llmsched.executor import Executor
-from llmsched.report import plot_details, plot_vs_qps, table_html, write_csv, write_html
+from llmsched.commands.options import executor_options, parse_policies, spec_from, workload_options
+from llmsched.report.files import write_csv
+from llmsched.report.html import table_html, write_html
+from llmsched.report.plots import plot_details, plot_vs_qps
+from llmsched.studies.executor import Executor
+from llmsched.studies.grid import flatten, parse_grid, run_grid
 
 TABLE_KEYS = ("completed", "unfinished", "median_ttft_ms", "p99_ttft_ms", "p99_itl_ms", "request_throughput")
 

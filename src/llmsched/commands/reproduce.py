@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
-from llmsched.commands._options import executor_options
-from llmsched.executor import Executor
-from llmsched.report import plot_details, table_html, write_html
-from llmsched.reproduce import PAPER, reproduce
+from llmsched.commands.options import executor_options
+from llmsched.report.html import table_html, write_html
+from llmsched.report.plots import plot_details
+from llmsched.studies.executor import Executor
+from llmsched.studies.reproduce import PAPER, reproduce
 
 
 def _pct(x: float | None) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from llmsched.errors import UserError
-from llmsched.routing import check_router
+from llmsched.routers import check_router
 
 
 def _positive_int(name: str, text: str) -> int:
@@ -26,7 +26,7 @@ def _positive_int(name: str, text: str) -> int:
     type=str,
     default="round-robin",
     show_default=True,
-    help="round-robin, random, jsq, least-work, power-of-two, resource-aware (llmsched.routing).",
+    help="round-robin, random, jsq, least-work, power-of-two, resource-aware (llmsched.routers).",
 )
 @click.option("--policy", type=str, default="slai", show_default=True, help="slai, sarathi, sarathi-spf, vllm-default.")
 @click.option("--ray-address", type=str, default=None, help="Join this Ray cluster (default: start a local one).")

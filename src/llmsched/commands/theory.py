@@ -7,8 +7,8 @@ import json
 import click
 
 from llmsched.errors import UserError
-from llmsched.experiment import RunSpec, replica_specs, validate
 from llmsched.perf import GPUS, MODELS
+from llmsched.studies.spec import RunSpec, replica_specs, validate
 from llmsched.workload import WorkloadConfig
 
 CURVE_POINTS = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 4096, 8192)
@@ -25,8 +25,9 @@ def _budgets(text: str) -> tuple[int, ...]:
 
 
 def report(spec: RunSpec, budgets: tuple[int, ...], tbt: float | None) -> dict:
-    from llmsched.experiment import perf_model
-    from llmsched.theory import limits, memory_cap, spec_bound, throughput
+    from llmsched.studies.bounds import limits, spec_bound
+    from llmsched.studies.spec import perf_model
+    from llmsched.theory import memory_cap, throughput
 
     b = spec_bound(spec, budgets, tbt)
     w = b.workload

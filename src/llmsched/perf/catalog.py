@@ -3,53 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import lru_cache
 
 from llmsched.errors import UserError
-
-GIB = 1024**3
-
-
-@dataclass(frozen=True)
-class GPUSpec:
-    name: str
-    peak_flops: float  # dense fp16/bf16 tensor FLOP/s
-    mem_bw: float  # bytes/s
-    mem_bytes: float
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    ffn: int
-    vocab: int
-    max_len: int
-    dtype_bytes: int = 2
-
-    @property
-    def layer_params(self) -> int:
-        qkv = self.hidden * (self.heads + 2 * self.kv_heads) * self.head_dim
-        out = self.heads * self.head_dim * self.hidden
-        return self.layers * (qkv + out + 3 * self.hidden * self.ffn + 2 * self.hidden)
-
-    @property
-    def params(self) -> int:
-        return self.layer_params + 2 * self.hidden * self.vocab + self.hidden  # + embedding, LM head, norm
-
-    @property
-    def weight_bytes(self) -> int:
-        return self.params * self.dtype_bytes
-
-    @property
-    def kv_bytes_per_token(self) -> int:
-        return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
-
+from llmsched.perf.hf_config import spec_from_hf
+from llmsched.perf.specs import GIB, GPUSpec, ModelSpec
 
 GPUS: dict[str, GPUSpec] = {
     # RTX 6000 Ada: 364.2 TFLOP/s dense fp16 tensor (1457 FP8 sparse / 4), 960 GB/s GDDR6, 49,140 MiB.
@@ -94,8 +52,6 @@ def get_model(name: str) -> ModelSpec:
 
 @lru_cache(maxsize=16)
 def _hf_model(model_dir: str) -> ModelSpec:
-    from llmsched.perf.hf_config import register, spec_from_hf
-
     return register(spec_from_hf(model_dir))
 
 
@@ -108,3 +64,12 @@ def kv_blocks(
     if blocks <= 0:
         raise UserError(f"model {model.name} does not fit on {gpu.name} at utilisation {utilization}")
     return blocks
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Make `get_model(spec.name)` find this spec in this process (the fitted-model loader looks it up)."""
+    existing = MODELS.get(spec.name)
+    if existing is not None and existing != spec:
+        raise UserError(f"model name {spec.name!r} is already in the catalog with another shape")
+    MODELS[spec.name] = spec
+    return spec

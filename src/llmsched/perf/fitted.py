@@ -36,7 +36,8 @@ import numpy as np
 
 from llmsched.errors import UserError
 from llmsched.perf.base import BatchShape
-from llmsched.perf.catalog import ModelSpec, get_model
+from llmsched.perf.catalog import get_model
+from llmsched.perf.specs import ModelSpec
 
 PROFILE_COLUMNS = ("model", "prefill_tokens", "prefill_context", "decodes", "decode_context", "batch_ms_median")
 OPTIONAL_COLUMNS = ("batch_ms_min", "batch_ms_p90", "reps")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from llmsched.errors import UserError
-from llmsched.perf.catalog import MODELS, ModelSpec
+from llmsched.perf.specs import ModelSpec
 
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
@@ -54,12 +54,3 @@ def spec_from_hf(model_dir: str | Path, name: str | None = None) -> ModelSpec:
         max_len=get("max_position_embeddings", 2048),
         dtype_bytes=_DTYPE_BYTES.get(str(cfg.get("dtype") or cfg.get("torch_dtype") or "bfloat16"), 2),
     )
-
-
-def register(spec: ModelSpec) -> ModelSpec:
-    """Make `get_model(spec.name)` find this spec in this process (the fitted-model loader looks it up)."""
-    existing = MODELS.get(spec.name)
-    if existing is not None and existing != spec:
-        raise UserError(f"model name {spec.name!r} is already in the catalog with another shape")
-    MODELS[spec.name] = spec
-    return spec

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from llmsched.errors import UserError
-from llmsched.perf.catalog import ModelSpec
 from llmsched.perf.fitted import write_profile
+from llmsched.perf.specs import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass
 
 from llmsched.perf.base import BatchShape
-from llmsched.perf.catalog import GPUSpec, ModelSpec
+from llmsched.perf.specs import GPUSpec, ModelSpec
 
-# Fitted by `llmsched.perf.calibration.fit_paper_gpu()` on the 7 points of the paper's chunk sweep
+# Fitted by `llmsched.perf.paper_fit.fit_paper_gpu()` on the 7 points of the paper's chunk sweep
 # (Mistral-7B, RTX 6000 Ada); `tests/test_perf.py` checks that a re-fit gives these values.
 PAPER_FLOPS_EFF = 0.5812
 PAPER_BW_EFF = 1.0

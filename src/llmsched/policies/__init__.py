@@ -6,9 +6,11 @@ from collections.abc import Callable
 from functools import partial
 
 from llmsched.errors import UserError
-from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy
+from llmsched.policies.batch import BatchBuilder
 from llmsched.policies.fastertransformer import FasterTransformer
+from llmsched.policies.interface import EngineView, Policy
 from llmsched.policies.orca import Orca
+from llmsched.policies.plan import Plan
 from llmsched.policies.rad import RAD
 from llmsched.policies.sarathi import Sarathi
 from llmsched.policies.slai import PRESETS as SLAI_PRESETS

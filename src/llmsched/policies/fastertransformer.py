@@ -2,7 +2,9 @@
 request is running; then decode-only iterations until every request of the batch has finished. Each
 request reserves max_model_len tokens of KV."""
 
-from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, add_decodes_preempting
+from llmsched.policies.batch import BatchBuilder, add_decodes_preempting
+from llmsched.policies.interface import EngineView, Policy
+from llmsched.policies.plan import Plan
 
 
 class FasterTransformer(Policy):

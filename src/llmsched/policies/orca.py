@@ -2,7 +2,9 @@
 newly admitted whole prompts (FCFS), capped by max_num_seqs; each request reserves max_model_len tokens
 of KV, so there is no preemption."""
 
-from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, add_decodes_preempting
+from llmsched.policies.batch import BatchBuilder, add_decodes_preempting
+from llmsched.policies.interface import EngineView, Policy
+from llmsched.policies.plan import Plan
 
 
 class Orca(Policy):

@@ -3,7 +3,7 @@ sorted incrementally."""
 
 from __future__ import annotations
 
-from llmsched.policies.base import OrderKey, Req
+from llmsched.policies.interface import OrderKey, Req
 
 
 def spf(r: Req) -> tuple:

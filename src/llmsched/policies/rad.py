@@ -11,7 +11,9 @@ The paper names two principles and proves RAD throughput-optimal; it publishes n
 When KV runs out the newest running request is preempted by recompute, as in the reference engines.
 """
 
-from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, fill_decode_first
+from llmsched.policies.batch import BatchBuilder, fill_decode_first
+from llmsched.policies.interface import EngineView, Policy
+from llmsched.policies.plan import Plan
 
 
 class RAD(Policy):

@@ -7,7 +7,9 @@
 """
 
 from llmsched.policies import order
-from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, fill_decode_first
+from llmsched.policies.batch import BatchBuilder, fill_decode_first
+from llmsched.policies.interface import EngineView, Policy
+from llmsched.policies.plan import Plan
 
 
 class Sarathi(Policy):

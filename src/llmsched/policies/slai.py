@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from operator import itemgetter
 
 from llmsched.policies import order as orders
-from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, Req
+from llmsched.policies.batch import BatchBuilder
+from llmsched.policies.interface import EngineView, Policy, Req
+from llmsched.policies.plan import Plan
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 prefill-only (whole prompts, FCFS, up to max_num_batched_tokens); otherwise all running requests decode,
 preempting the newest by recompute when KV runs out."""
 
-from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy, add_decodes_preempting
+from llmsched.policies.batch import BatchBuilder, add_decodes_preempting
+from llmsched.policies.interface import EngineView, Policy
+from llmsched.policies.plan import Plan
 
 
 class VLLMv0(Policy):

@@ -2,7 +2,9 @@
 chunks, in admission order) and then new requests from the waiting queue (FCFS, chunked). When KV runs
 out the newest running request is preempted by recompute."""
 
-from llmsched.policies.base import BatchBuilder, EngineView, Plan, Policy
+from llmsched.policies.batch import BatchBuilder
+from llmsched.policies.interface import EngineView, Policy
+from llmsched.policies.plan import Plan
 
 
 class VLLMv1(Policy):

@@ -1,5 +1,6 @@
 """The simulated engine (one replica) and a cluster of replicas behind a router."""
 
-from llmsched.sim.engine import EngineConfig, RunResult, SimEngine
+from llmsched.records import RunResult
+from llmsched.sim.engine import EngineConfig, SimEngine
 
 __all__ = ["EngineConfig", "RunResult", "SimEngine"]

@@ -13,33 +13,10 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
-from llmsched.errors import UserError
-from llmsched.perf.catalog import GPUS
-from llmsched.routing import Router
-from llmsched.sim.engine import BatchLog, RunResult, SimEngine
+from llmsched.records import BatchLog, RunResult
+from llmsched.routers import Router
+from llmsched.sim.engine import SimEngine
 from llmsched.workload.request import FINISHED, Request
-
-
-def parse_replicas(text: str, default_gpu: str) -> list[str]:
-    """'4' -> four replicas of `default_gpu`; 'rtx6000ada:2,a100:2' -> GPUs by name or unique prefix."""
-    text = text.strip()
-    if text.isdigit():
-        if int(text) < 1:
-            raise UserError(f"--replicas is {text!r}, expected at least 1 replica")
-        return [default_gpu] * int(text)
-    gpus: list[str] = []
-    for part in text.split(","):
-        name, _, count = part.strip().partition(":")
-        matches = ([g for g in GPUS if g == name] or [g for g in GPUS if g.startswith(name)]) if name else []
-        if len(matches) != 1:
-            raise UserError(
-                f"--replicas: {part.strip()!r} names no single GPU, expected N or GPU[:N],... with GPU one of "
-                f"{', '.join(GPUS)}"
-            )
-        if count and (not count.isdigit() or int(count) < 1):
-            raise UserError(f"--replicas: count {count!r} of {name!r} is not a positive integer")
-        gpus += matches * (int(count) if count else 1)
-    return gpus
 
 
 @dataclass

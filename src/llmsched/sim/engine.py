@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from llmsched.perf.base import BatchShape, PerfModel
-from llmsched.policies.base import OrderKey, Plan, Policy, blocks_for
-from llmsched.waitqueue import WaitQueue
+from llmsched.policies.batch import blocks_for
+from llmsched.policies.interface import OrderKey, Policy
+from llmsched.policies.plan import Plan
+from llmsched.policies.request_queue import WaitQueue
+from llmsched.records import BatchLog, RunResult
 from llmsched.workload.request import FINISHED, REJECTED, RUNNING, UNFINISHED, WAITING, Request
 
 
@@ -31,31 +34,6 @@ class EngineConfig:
     # Added to every batch: host-side time (scheduling, output processing) outside the perf model. The
     # calibrated models already include the measured engine's fixed per-batch cost; use this for what-ifs.
     batch_overhead_s: float = 0.0
-
-
-@dataclass
-class BatchLog:
-    start: list[float] = field(default_factory=list)
-    duration: list[float] = field(default_factory=list)
-    prefill_tokens: list[int] = field(default_factory=list)
-    prefills: list[int] = field(default_factory=list)
-    decodes: list[int] = field(default_factory=list)
-    kv_blocks_used: list[int] = field(default_factory=list)
-    waiting: list[int] = field(default_factory=list)
-    running: list[int] = field(default_factory=list)
-    preempted: list[int] = field(default_factory=list)
-    replica: list[int] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.start)
-
-
-@dataclass
-class RunResult:
-    requests: list[Request]
-    batches: BatchLog
-    num_blocks: int
-    end_time: float
 
 
 class SimEngine:

@@ -1,4 +1,4 @@
-"""A request as the engine tracks it; policies read it through the attributes named in `policies.base`."""
+"""A request as the engine tracks it; policies read it through the attributes named in `policies.interface`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A Ray Serve request router that asks `llmsched.routing` (the simulator's routers) which replica to use.
+"""A Ray Serve request router that asks `llmsched.routers` (the simulator's routers) which replica to use.
 
     RequestRouterConfig(request_router_class=LlmschedRouter, request_router_kwargs={"router": "resource-aware"})
 
@@ -28,7 +28,7 @@ from typing import Any
 
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
-from llmsched.routing import Router, check_router, make_router
+from llmsched.routers import Router, check_router, make_router
 
 log = logging.getLogger("llmsched.serve")
 
@@ -48,7 +48,7 @@ def request_tokens(pending: PendingRequest | None) -> tuple[int, int]:
 
 
 class LlmschedRouter(RequestRouter):
-    """Serve's side of `llmsched.routing.Router`: replica bookkeeping in, one replica per request out."""
+    """Serve's side of `llmsched.routers.Router`: replica bookkeeping in, one replica per request out."""
 
     def initialize_state(self, router: str = "round-robin", seed: int = 0, default_capacity: float = 1.0) -> None:
         check_router(router)

@@ -19,7 +19,7 @@ import numpy as np
 from llmsched.errors import UserError
 from llmsched.integrations.vllm.steps import step_shape, write_step_times
 from llmsched.perf.base import BatchShape
-from llmsched.sim.engine import BatchLog, RunResult
+from llmsched.records import BatchLog, RunResult
 from llmsched.workload.request import FINISHED, REJECTED, UNFINISHED, Request
 
 DEFAULT_POLICY = "vllm-default"

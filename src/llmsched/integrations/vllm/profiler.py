@@ -78,8 +78,9 @@ def run_profile(model_dir: str, out: str, budget_s: float | None, steps_out: str
     step, in measured order, as `bench-engine --steps-out` does (BatchShape fields, step_ms): the machine's
     step-to-step spread, which the medians of the profile leave out."""
     from llmsched.integrations.vllm.engine import EngineSetup, make_engine, scheduler_of
+    from llmsched.perf.catalog import register
     from llmsched.perf.fitted import fit, load_profile, save_fit, write_profile
-    from llmsched.perf.hf_config import model_name, register, spec_from_hf
+    from llmsched.perf.hf_config import model_name, spec_from_hf
 
     spec = register(spec_from_hf(model_dir))
     need = max(DECODE_CONTEXTS) + max(PREFILL_CONTEXTS) + max(PREFILLS) + 8

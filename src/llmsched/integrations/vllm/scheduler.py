@@ -46,7 +46,7 @@ from vllm.v1.request import RequestStatus
 from llmsched.integrations.vllm.steps import StepFile, step_shape
 from llmsched.integrations.vllm.view import RequestView, RunningViews, TierTable, VLLMView
 from llmsched.policies import Plan, make_policy
-from llmsched.waitqueue import WaitQueue
+from llmsched.policies.request_queue import WaitQueue
 from llmsched.workload.tiers import DEFAULT_TBT
 
 log = logging.getLogger("llmsched.vllm")

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llmsched.policies.base import OrderKey, blocks_for
+from llmsched.policies.batch import blocks_for
+from llmsched.policies.interface import OrderKey
 from llmsched.workload.tiers import DEFAULT_TBT, SLOTier, parse_tiers
 
 log = logging.getLogger("llmsched.vllm")
@@ -77,7 +78,7 @@ def _warn_once(key: str, message: str) -> None:
 
 
 class RequestView:
-    """One vLLM `Request` seen through the attributes `policies.base` names. One object per request for its
+    """One vLLM `Request` seen through the attributes `policies.interface` names. One object per request for its
     lifetime, so policies may keep it in lists and sets.
 
     `is_decoding` is a plain attribute, as in the simulator's `Request`, because policies read it for every

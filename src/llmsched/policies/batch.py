@@ -1,67 +1,12 @@
-"""The policy seam: an engine builds an `EngineView`, a policy returns a `Plan`.
-
-A policy never mutates the view or the requests, never imports an engine, and reads time only from
-`view.clock`. The simulated engine and the vLLM adapter are the two engines that build views.
-
-Requests are read through these attributes (the simulator's `Request`; the vLLM adapter's wrapper):
-`id, arrival, prompt_len, tier, tbt, priority, num_prompt, prefilled, generated, computed, blocks`
-and the properties `remaining_prefill`, `is_decoding`, `finished`.
-"""
+"""Budget accounting every policy shares while it builds a plan: tokens, sequences and free KV blocks, admission,
+chunking and preemption by recompute. Each policy file holds only its own order on top of these."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Iterable, Sequence
 
-Req = Any  # a request as described above (kept structural so both engines' objects fit)
-OrderKey = Callable[[Req], tuple]
-
-
-class EngineView(Protocol):
-    clock: float  # seconds; the start of the batch being planned
-    waiting: Sequence[Req]  # arrived, holding no KV; queue order (preempted requests at the front)
-    running: Sequence[Req]  # holding KV, in admission order
-    free_blocks: int
-    total_blocks: int
-    block_size: int
-    watermark_blocks: int
-    token_budget: int
-    max_num_seqs: int
-    max_model_len: int
-
-    def waiting_by(self, key: OrderKey) -> Sequence[Req]:
-        """`waiting` ordered by a key that depends only on fixed request attributes (never on time)."""
-        ...
-
-
-@dataclass
-class Plan:
-    prefills: list[tuple[Req, int]] = field(default_factory=list)  # (request, chunk tokens); may admit
-    decodes: list[Req] = field(default_factory=list)  # one token each
-    preempt: list[Req] = field(default_factory=list)  # by recompute, in this order, before the batch
-    reject: list[tuple[Req, str]] = field(default_factory=list)  # can never be served, with the reason
-
-    @property
-    def tokens(self) -> int:
-        return sum(n for _, n in self.prefills) + len(self.decodes)
-
-    def __bool__(self) -> bool:
-        return bool(self.prefills or self.decodes or self.preempt or self.reject)
-
-
-class Policy:
-    """Base class. Subclasses implement `schedule`; `reserve_max_len` makes the engine reserve
-    `max_model_len` tokens of KV per admitted request (Orca, FasterTransformer) instead of the prompt."""
-
-    name = "policy"
-    reserve_max_len = False
-
-    def schedule(self, view: EngineView) -> Plan:
-        raise NotImplementedError
-
-    def on_batch_done(self, view: EngineView, plan: Plan, start: float, end: float) -> None:
-        """Called by the engine after each batch, with the view after the batch."""
+from llmsched.policies.interface import EngineView, Req
+from llmsched.policies.plan import Plan
 
 
 def blocks_for(tokens: int, block_size: int) -> int:

@@ -1,4 +1,4 @@
-"""Routers: which replica serves an arriving request. Engine-agnostic: the simulator's cluster uses them,
+"""The router seam: which replica serves an arriving request. Engine-agnostic: the simulator's cluster uses them,
 and a serving adapter (e.g. a Ray Serve request router) can too.
 
 A router keeps, per replica, the load it has booked: outstanding requests, prompt and decode tokens,
@@ -14,8 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from llmsched.errors import UserError
 
 
 @dataclass
@@ -68,79 +66,3 @@ class Router:
 
     def _argmin(self, score: Callable[[ReplicaLoad], float]) -> int:
         return min(range(len(self.loads)), key=lambda i: (score(self.loads[i]), i))
-
-
-class RoundRobin(Router):
-    name = "round-robin"
-
-    def __init__(self, capacities: Sequence[float], seed: int = 0) -> None:
-        super().__init__(capacities, seed)
-        self.next = 0
-
-    def choose(self, prompt_tokens: int, decode_tokens: int) -> int:
-        i, self.next = self.next, (self.next + 1) % len(self.loads)
-        return i
-
-
-class Random(Router):
-    name = "random"
-
-    def choose(self, prompt_tokens: int, decode_tokens: int) -> int:
-        return int(self.rng.integers(len(self.loads)))
-
-
-class JoinShortestQueue(Router):
-    """Fewest outstanding requests."""
-
-    name = "jsq"
-
-    def choose(self, prompt_tokens: int, decode_tokens: int) -> int:
-        return self._argmin(lambda r: r.requests)
-
-
-class LeastWork(Router):
-    """Fewest outstanding tokens (prompt + decode)."""
-
-    name = "least-work"
-
-    def choose(self, prompt_tokens: int, decode_tokens: int) -> int:
-        return self._argmin(lambda r: r.tokens)
-
-
-class PowerOfTwo(Router):
-    """Two distinct replicas drawn at random; the one with fewer outstanding requests (then tokens)."""
-
-    name = "power-of-two"
-
-    def choose(self, prompt_tokens: int, decode_tokens: int) -> int:
-        if len(self.loads) == 1:
-            return 0
-        a, b = (int(x) for x in self.rng.choice(len(self.loads), size=2, replace=False))
-        la, lb = self.loads[a], self.loads[b]
-        return a if (la.requests, la.tokens, a) <= (lb.requests, lb.tokens, b) else b
-
-
-class ResourceAware(Router):
-    """RAD's router: the replica that would finish its outstanding work plus this request soonest at its
-    capacity, i.e. least (outstanding tokens + the request's tokens) / (b*/t(b*))."""
-
-    name = "resource-aware"
-
-    def choose(self, prompt_tokens: int, decode_tokens: int) -> int:
-        new = prompt_tokens + decode_tokens
-        return self._argmin(lambda r: (r.tokens + new) / r.capacity)
-
-
-ROUTERS: dict[str, type[Router]] = {
-    r.name: r for r in (RoundRobin, Random, JoinShortestQueue, LeastWork, PowerOfTwo, ResourceAware)
-}
-
-
-def check_router(name: str) -> None:
-    if name not in ROUTERS:
-        raise UserError(f"--router is {name!r}, expected one of {', '.join(ROUTERS)}")
-
-
-def make_router(name: str, capacities: Sequence[float], seed: int = 0) -> Router:
-    check_router(name)
-    return ROUTERS[name](capacities, seed)

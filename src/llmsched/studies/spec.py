@@ -1,4 +1,5 @@
-"""One simulated run from a picklable spec: the unit that simulate, compare and capacity execute."""
+"""A simulated run as a picklable spec (the unit that simulate, compare and capacity execute), checked before any
+run starts, and what follows from it: replicas, engine settings, batch-time model."""
 
 from __future__ import annotations
 
@@ -6,15 +7,12 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from llmsched.errors import UserError
-from llmsched.metrics import summarize
-from llmsched.perf import analytic_model, get_gpu, get_model, kv_blocks
+from llmsched.perf import GPUS, analytic_model, get_gpu, get_model, kv_blocks
 from llmsched.perf.base import PerfModel
 from llmsched.policies import make_policy, policy_defaults
-from llmsched.routing import check_router, make_router
-from llmsched.sim.cluster import Cluster, ClusterResult, parse_replicas
-from llmsched.sim.engine import EngineConfig, RunResult, SimEngine
-from llmsched.workload import WorkloadConfig, build_requests, parse_tiers
-from llmsched.workload.trace import TraceRow
+from llmsched.routers import check_router
+from llmsched.sim.engine import EngineConfig
+from llmsched.workload import WorkloadConfig, parse_tiers
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ class RunSpec:
     batch_overhead_s: float = 0.0
     ttft_slo: float | None = None
     replicas: str | None = None  # "4" or "rtx6000ada:2,a100-80gb:2"; None: one replica on `gpu`
-    router: str = "round-robin"  # see llmsched.routing.ROUTERS
+    router: str = "round-robin"  # see llmsched.routers.ROUTERS
 
     def at_qps(self, qps: float) -> RunSpec:
         return replace(self, workload=replace(self.workload, qps=qps))
@@ -71,16 +69,6 @@ def replica_specs(spec: RunSpec) -> list[RunSpec]:
     return [replace(spec, gpu=g, replicas=None) for g in gpus]
 
 
-def replica_engine(spec: RunSpec) -> SimEngine:
-    """An engine with its own policy object; RAD gets the optimal tile of its GPU (or --token-budget)."""
-    options = dict(spec.policy_options)
-    if spec.policy == "rad" and "tile" not in options:
-        from llmsched.theory import replica_tile
-
-        options["tile"] = spec.token_budget or replica_tile(spec).tokens
-    return SimEngine(engine_config(spec), make_policy(spec.policy, **options), perf_model(spec))
-
-
 def perf_model(spec: RunSpec) -> PerfModel:
     """--perf-model if given, else the built-in fitted entry for this model and GPU, else the roofline."""
     if spec.perf_model:
@@ -116,20 +104,23 @@ def engine_config(spec: RunSpec) -> EngineConfig:
     )
 
 
-def run(spec: RunSpec, rows: list[TraceRow] | None = None) -> tuple[RunResult, dict]:
-    validate(spec)
-    model = get_model(spec.model)
-    requests, tiers = build_requests(spec.workload, model.max_len, rows)
-    specs = replica_specs(spec)
-    if spec.replicas is None:
-        result = replica_engine(spec).run(requests)
-    else:
-        from llmsched.theory import replica_tile
-
-        router = make_router(spec.router, [replica_tile(s).tokens_per_s for s in specs], spec.workload.seed)
-        result = Cluster([replica_engine(s) for s in specs], router).run(requests)
-    summary = summarize(result, tiers, spec.ttft_slo)
-    summary = {"policy": spec.policy, "qps": spec.workload.qps, **summary}
-    if isinstance(result, ClusterResult):
-        summary.update(router=spec.router, replicas=result.replica_summary())
-    return result, summary
+def parse_replicas(text: str, default_gpu: str) -> list[str]:
+    """'4' -> four replicas of `default_gpu`; 'rtx6000ada:2,a100:2' -> GPUs by name or unique prefix."""
+    text = text.strip()
+    if text.isdigit():
+        if int(text) < 1:
+            raise UserError(f"--replicas is {text!r}, expected at least 1 replica")
+        return [default_gpu] * int(text)
+    gpus: list[str] = []
+    for part in text.split(","):
+        name, _, count = part.strip().partition(":")
+        matches = ([g for g in GPUS if g == name] or [g for g in GPUS if g.startswith(name)]) if name else []
+        if len(matches) != 1:
+            raise UserError(
+                f"--replicas: {part.strip()!r} names no single GPU, expected N or GPU[:N],... with GPU one of "
+                f"{', '.join(GPUS)}"
+            )
+        if count and (not count.isdigit() or int(count) < 1):
+            raise UserError(f"--replicas: count {count!r} of {name!r} is not a positive integer")
+        gpus += matches * (int(count) if count else 1)
+    return gpus

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmsched.sim.engine import RunResult
+from llmsched.records import RunResult
 
 GROWTH_FRACTION = 0.02
 GROWTH_MIN_REQUESTS = 20

@@ -9,7 +9,7 @@ Protocol (documented in docs/capacity.md):
   lower failure.
 - Stop: when the bracket is narrower than `granularity` x its top (default 2.5%, as Sarathi-Serve's
   search) or after `max_rounds`. The capacity is the highest QPS that passed (0 if none did).
-Runs execute on a process pool (all cores) or on Ray (see `executor.py`).
+Runs execute on a process pool (all cores) or on Ray (see `studies/executor.py`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from llmsched.errors import UserError
-from llmsched.executor import Executor
-from llmsched.experiment import RunSpec, run, validate
-from llmsched.slo import SLO
-from llmsched.stability import queue_growth
+from llmsched.metrics.stability import queue_growth
+from llmsched.studies.executor import Executor
+from llmsched.studies.run import run
+from llmsched.studies.slo import SLO
+from llmsched.studies.spec import RunSpec, validate
 
 
 @dataclass(frozen=True)

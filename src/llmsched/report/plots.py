@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import csv
-import html
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from llmsched.compare import QUANTILES, Detail  # noqa: E402
+from llmsched.metrics import Detail  # noqa: E402
+from llmsched.metrics.distributions import QUANTILES
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -111,43 +109,3 @@ def plot_details(details: list[Detail], out: Path) -> list[Path]:
     ax.legend()
     paths.append(_save(fig, out / "ttft_by_prompt_length.png"))
     return paths
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    columns: list[str] = []
-    for r in rows:
-        columns += [k for k in r if k not in columns]
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, columns)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
-
-
-def table_html(header: list[str], rows: list[list[object]]) -> str:
-    def cell(v: object) -> str:
-        return html.escape(f"{v:.3g}" if isinstance(v, float) else str(v))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def write_html(path: Path, title: str, sections: list[tuple[str, str]], images: list[Path]) -> None:
-    """sections: (heading, HTML body); images are inlined so the file stands alone."""
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1150px;margin:2em auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}</style></head>",
-        f"<body><h1>{html.escape(title)}</h1>",
-    ]
-    for heading, body in sections:
-        parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
-    for img in images:
-        data = base64.b64encode(img.read_bytes()).decode()
-        parts.append(f"<h3>{html.escape(img.stem.replace('_', ' '))}</h3><img src='data:image/png;base64,{data}'>")
-    parts.append("</body></html>")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(parts))
-    tmp.replace(path)

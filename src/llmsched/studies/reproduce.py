@@ -7,7 +7,7 @@
   5% paying users with TBT 0.1 s, 95% free with 0.5 s; each run stops at 2,100 simulated seconds and,
   as in the reference, metrics cover the requests completed by then.
 - Capacity: the highest QPS with median TTFT <= 0.5 s and each tier's p99 TBT within its TBT (the paper's
-  SLO) and a bounded queue (bisection, see capacity.py). Without the queue check, metrics over completed
+  SLO) and a bounded queue (bisection, see studies/capacity.py). Without the queue check, metrics over completed
   requests let a shortest-prompt-first policy "meet" the median-TTFT SLO far into overload (reference
   section 5.5): the search records, for every run, whether the paper's terms alone were met, and the result
   names the highest such overloaded rate it saw. The median-TTFT reduction is measured at Sarathi's capacity.
@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from llmsched.capacity import Point, Search, search
-from llmsched.compare import Detail, run_grid
-from llmsched.executor import Executor
-from llmsched.experiment import RunSpec
-from llmsched.slo import PAPER_SLO, TRUSTED_SLO, parse_slo
+from llmsched.metrics import Detail
+from llmsched.studies.capacity import Point, Search, search
+from llmsched.studies.executor import Executor
+from llmsched.studies.grid import run_grid
+from llmsched.studies.slo import PAPER_SLO, TRUSTED_SLO, parse_slo
+from llmsched.studies.spec import RunSpec
 from llmsched.workload import WorkloadConfig
 from llmsched.workload.tiers import PAPER_TIERS
 

@@ -2,7 +2,7 @@
 
 A term is METRIC_STAT<=LIMIT: METRIC is ttft, tpot, itl (alias tbt) or e2el; STAT is p50 (alias median),
 p90, p99 or mean; LIMIT is seconds, or `tier` for itl/tpot: each tier's own TBT. `stable` asks for a
-queue that stays bounded (see `stability.py`). The paper's capacity is "ttft_p50<=0.5,tbt_p99<=tier".
+queue that stays bounded (see `metrics/stability.py`). The paper's capacity is "ttft_p50<=0.5,tbt_p99<=tier".
 """
 
 from __future__ import annotations

@@ -1,0 +1,77 @@
+"""`llmsched perf`: one batch's time on a model and GPU (what-if)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from llmsched.errors import UserError
+
+
+@click.command(name="perf")
+@click.option("--model", type=str, default="mistral-7b", show_default=True)
+@click.option("--gpu", type=str, default="rtx6000ada", show_default=True)
+@click.option("--prefill-tokens", type=int, default=0, show_default=True, help="Tokens of the prefill chunk.")
+@click.option("--decodes", type=int, default=0, show_default=True, help="Decode sequences in the batch.")
+@click.option("--context", type=int, default=None, help="Tokens already cached, for the chunk and each decode.")
+@click.option("--prefill-context", type=int, default=None, help="Tokens already cached for the chunk.")
+@click.option("--decode-context", type=int, default=None, help="Tokens already cached for each decode.")
+@click.option(
+    "--perf-model",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A profile CSV or fitted-model JSON instead of the catalog's model.",
+)
+@click.option("--json", "as_json", is_flag=True)
+def command(
+    model: str,
+    gpu: str,
+    perf_model: str | None,
+    prefill_tokens: int,
+    decodes: int,
+    context: int | None,
+    prefill_context: int | None,
+    decode_context: int | None,
+    as_json: bool,
+) -> None:
+    """Batch time of one batch: a prefill chunk of N tokens plus D decodes."""
+    from llmsched.perf import BatchShape, get_gpu, get_model
+
+    pc = prefill_context if prefill_context is not None else (context or 0)
+    dc = decode_context if decode_context is not None else (context or 0)
+    for name, v in (
+        ("prefill-tokens", prefill_tokens),
+        ("decodes", decodes),
+        ("prefill-context", pc),
+        ("decode-context", dc),
+    ):
+        if v < 0:
+            raise UserError(f"--{name} is {v}, expected a non-negative integer")
+    if prefill_tokens + decodes == 0:
+        raise UserError("--prefill-tokens and --decodes are both 0: the batch is empty")
+    from llmsched.studies.spec import RunSpec
+    from llmsched.studies.spec import perf_model as model_of
+
+    get_model(model)
+    get_gpu(gpu)
+    m = model_of(RunSpec(model=model, gpu=gpu, perf_model=perf_model))
+    shape = BatchShape.of([(prefill_tokens, pc)] if prefill_tokens else [], [dc] * decodes)
+    ms = m.batch_time(shape) * 1e3
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "batch_time_ms": ms,
+                    "model": model,
+                    "gpu": gpu,
+                    "perf_model": m.name,
+                    "prefill_tokens": prefill_tokens,
+                    "prefill_context": pc,
+                    "decodes": decodes,
+                    "decode_context": dc,
+                }
+            )
+        )
+    else:
+        click.echo(f"{ms:.3f} ms  ({m.name}; chunk {prefill_tokens} at context {pc}, {decodes} decodes at {dc})")

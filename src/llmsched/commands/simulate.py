@@ -1,0 +1,45 @@
+"""`llmsched simulate`: one policy on one workload, on the simulated engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from llmsched.commands.options import spec_from, workload_options
+from llmsched.policies import POLICIES
+from llmsched.report.files import write_outputs
+from llmsched.report.text import format_summary
+from llmsched.studies.run import run
+from llmsched.studies.spec import validate
+
+
+@click.command(name="simulate")
+@click.option("--policy", type=str, default="sarathi", show_default=True, help=f"Scheduler: {', '.join(POLICIES)}.")
+@click.option("--order", type=str, default=None, help="Waiting-queue order for sarathi: fcfs or spf.")
+@click.option("--qps", type=float, default=1.0, show_default=True, help="Mean arrival rate (requests/s).")
+@workload_options
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write requests.csv, batches.csv and summary.json here.",
+)
+@click.option("--token-times", is_flag=True, help="With --out: also tokens.csv, every token's timestamp.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (nothing else on stdout).")
+def command(
+    policy: str, order: str | None, qps: float, out: str | None, token_times: bool, as_json: bool, **o: Any
+) -> None:
+    """Simulate one policy on one workload and print the summary."""
+    options = {"order": order} if order else {}
+    spec = spec_from(policy, qps, o, **options)
+    validate(spec)
+    result, summary = run(spec)
+    if out:
+        write_outputs(Path(out), result, summary, token_times)
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+    else:
+        click.echo(format_summary(summary))

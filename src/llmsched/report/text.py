@@ -1,0 +1,31 @@
+"""A run's summary as text, for the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_summary(s: dict) -> str:
+    def f(v: Any) -> str:
+        return "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
+
+    lines = [
+        f"policy {s['policy']}  qps {s['qps']}  requests {s['num_requests']}: completed {s['completed']}, "
+        f"unfinished {s['unfinished']}, rejected {s['rejected']}, preemptions {s['preemptions']}",
+        f"throughput {s['request_throughput']:.3f} req/s, {s['output_throughput']:.0f} output tok/s; "
+        f"goodput {f(s['request_goodput'])} req/s"
+        if s["request_throughput"] is not None
+        else "no request completed",
+        f"{'metric (ms)':<12}{'mean':>10}{'median':>10}{'p90':>10}{'p99':>10}",
+    ]
+    for m in ("ttft", "tpot", "itl", "e2el"):
+        lines.append(f"{m:<12}" + "".join(f"{f(s[f'{k}_{m}_ms']):>10}" for k in ("mean", "median", "p90", "p99")))
+    for name, t in s.get("tiers", {}).items():
+        lines.append(
+            f"tier {name} (TBT {t['tbt_slo_ms']:.0f} ms): completed {t['completed']}, median TTFT "
+            f"{f(t['median_ttft_ms'])} ms, p99 ITL {f(t['p99_itl_ms'])} ms, SLO attainment "
+            f"{f(t['slo_attainment'])}"
+        )
+    if s["not_completed_reasons"]:
+        lines.append("not completed: " + "; ".join(f"{n} x {r}" for r, n in s["not_completed_reasons"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,27 @@
+"""Routers, beside the policies: `make_router(name, capacities, seed)` builds one from its registered name.
+Engine-agnostic: the simulated cluster and the Ray Serve request router use the same objects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from llmsched.errors import UserError
+from llmsched.routers.base import ReplicaLoad, Router
+from llmsched.routers.load import JoinShortestQueue, LeastWork, PowerOfTwo, Random, ResourceAware, RoundRobin
+
+ROUTERS: dict[str, type[Router]] = {
+    r.name: r for r in (RoundRobin, Random, JoinShortestQueue, LeastWork, PowerOfTwo, ResourceAware)
+}
+
+
+def check_router(name: str) -> None:
+    if name not in ROUTERS:
+        raise UserError(f"--router is {name!r}, expected one of {', '.join(ROUTERS)}")
+
+
+def make_router(name: str, capacities: Sequence[float], seed: int = 0) -> Router:
+    check_router(name)
+    return ROUTERS[name](capacities, seed)
+
+
+__all__ = ["ROUTERS", "ReplicaLoad", "Router", "check_router", "make_router"]

@@ -1,0 +1,40 @@
+"""Run a spec on the simulator: one engine, or a cluster of replicas behind a router, then the summary."""
+
+from __future__ import annotations
+
+from llmsched.metrics import summarize
+from llmsched.perf import get_model
+from llmsched.policies import make_policy
+from llmsched.records import RunResult
+from llmsched.routers import make_router
+from llmsched.sim.cluster import Cluster, ClusterResult
+from llmsched.sim.engine import SimEngine
+from llmsched.studies.bounds import replica_tile
+from llmsched.studies.spec import RunSpec, engine_config, perf_model, replica_specs, validate
+from llmsched.workload import build_requests
+from llmsched.workload.trace import TraceRow
+
+
+def replica_engine(spec: RunSpec) -> SimEngine:
+    """An engine with its own policy object; RAD gets the optimal tile of its GPU (or --token-budget)."""
+    options = dict(spec.policy_options)
+    if spec.policy == "rad" and "tile" not in options:
+        options["tile"] = spec.token_budget or replica_tile(spec).tokens
+    return SimEngine(engine_config(spec), make_policy(spec.policy, **options), perf_model(spec))
+
+
+def run(spec: RunSpec, rows: list[TraceRow] | None = None) -> tuple[RunResult, dict]:
+    validate(spec)
+    model = get_model(spec.model)
+    requests, tiers = build_requests(spec.workload, model.max_len, rows)
+    specs = replica_specs(spec)
+    if spec.replicas is None:
+        result = replica_engine(spec).run(requests)
+    else:
+        router = make_router(spec.router, [replica_tile(s).tokens_per_s for s in specs], spec.workload.seed)
+        result = Cluster([replica_engine(s) for s in specs], router).run(requests)
+    summary = summarize(result, tiers, spec.ttft_slo)
+    summary = {"policy": spec.policy, "qps": spec.workload.qps, **summary}
+    if isinstance(result, ClusterResult):
+        summary.update(router=spec.router, replicas=result.replica_summary())
+    return result, summary
