@@ -3,7 +3,8 @@ chunking and preemption by recompute. Each policy file holds only its own order 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 
 from llmsched.policies.interface import EngineView, Req
 from llmsched.policies.plan import Plan
@@ -11,6 +12,11 @@ from llmsched.policies.plan import Plan
 
 def blocks_for(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
+
+
+def needs_block(r: Req, block_size: int) -> bool:
+    """This decode's next token starts a new KV block: every block it holds is full."""
+    return r.computed >= r.blocks * block_size
 
 
 class BatchBuilder:
@@ -35,7 +41,7 @@ class BatchBuilder:
         return self.budget - self.tokens
 
     def decode_blocks(self, r: Req) -> int:
-        return 1 if r.computed + 1 > r.blocks * self.view.block_size else 0
+        return 1 if needs_block(r, self.view.block_size) else 0
 
     def add_decode(self, r: Req, need: int | None = None) -> bool:
         """One decode token; `need` is `decode_blocks(r)` when the caller has it already."""
@@ -47,6 +53,22 @@ class BatchBuilder:
         self.tokens += 1
         self.plan.decodes.append(r)
         return True
+
+    def add_decode_preempting(self, r: Req, victim: Callable[[BatchBuilder], Req | None]) -> bool:
+        """One decode token; while KV lacks the block it needs, preempt `victim(self)` by recompute, or the decode
+        itself when there is none. False if the decode did not get its token (no room, or preempted)."""
+        if self.add_decode(r):  # the common case: the block it needs (if any) is free
+            return True
+        if self.room < 1:
+            return False
+        need = self.decode_blocks(r)
+        while need > self.free:
+            v = victim(self)
+            if v is None:
+                self.preempt(r)
+                return False
+            self.preempt(v)
+        return self.add_decode(r, need)
 
     def add_chunk(self, r: Req, limit: int | None = None) -> int:
         """Next chunk of a request that already holds its blocks; returns the tokens taken (0: none)."""
@@ -105,31 +127,30 @@ class BatchBuilder:
         self.plan.preempt.append(r)
 
 
+def newest_of(queue: deque[Req]) -> Callable[[BatchBuilder], Req | None]:
+    """The preemption victim of vLLM and Sarathi-Serve: the newest running request not yet scheduled (taken off the
+    end of `queue`)."""
+    return lambda _: queue.pop() if queue else None
+
+
 def add_decodes_preempting(b: BatchBuilder, running: Sequence[Req]) -> None:
     """Give every running decode its token, in the given (FCFS) order. When KV runs out, preempt the
     newest running request (the end of the list) by recompute, as vLLM v0 and Sarathi-Serve do; if none
     is left but the decode itself, preempt it."""
     decodes = [r for r in running if r.is_decoding]
     bs = b.view.block_size
-    need = sum(r.computed >= r.blocks * bs for r in decodes)
+    need = sum(needs_block(r, bs) for r in decodes)
     if len(decodes) <= b.room and need <= b.free:  # the common case: everything fits, no preemption
         b.plan.decodes.extend(decodes)
         b.tokens += len(decodes)
         b.free -= need
         return
-    queue = list(running)
-    while queue:
-        r = queue.pop(0)
-        if not r.is_decoding:
-            continue
-        while not b.add_decode(r):
-            if b.room < 1:
-                return
-            if queue:
-                b.preempt(queue.pop())
-            else:
-                b.preempt(r)
-                break
+    queue = deque(running)
+    newest = newest_of(queue)
+    while queue and b.room > 0:
+        r = queue.popleft()
+        if r.is_decoding:
+            b.add_decode_preempting(r, newest)
 
 
 def fill_decode_first(b: BatchBuilder, view: EngineView, queue: Iterable[Req]) -> Plan:

@@ -1,7 +1,7 @@
 """SLAI (SLO-Aware LLM Inference), as the paper's released code implements it (reference section 3).
 
 Each decode has a last schedulable time, LST = end of its last batch + its TBT - offset x mean batch
-duration. A batch takes, in order, up to the token budget:
+duration (`DeadlineQueue`). A batch takes, in order, up to the token budget:
   1. critical decodes (LST <= now), earliest LST first, at most `limit_total_decodes`;
   2. paused prefills (started, not finished), FIFO;
   3. new prefills, FCFS or shortest-prompt-first (optionally paying tier first, optionally aged);
@@ -16,12 +16,11 @@ for (docs/slai.md).
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
-from operator import itemgetter
 
 from llmsched.policies import order as orders
 from llmsched.policies.batch import BatchBuilder
+from llmsched.policies.deadlines import DeadlineQueue
 from llmsched.policies.interface import EngineView, Policy, Req
 from llmsched.policies.plan import Plan
 
@@ -49,9 +48,6 @@ PRESETS: dict[str, SLAIConfig] = {
 }
 
 
-_request_of = itemgetter(3)  # of a decode-queue entry (LST, arrival, id, request)
-
-
 class SLAI(Policy):
     name = "slai"
     defaults = {"token_budget": 512, "max_num_seqs": 128}
@@ -62,13 +58,7 @@ class SLAI(Policy):
         base = PRESETS[preset]
         self.cfg = SLAIConfig(**{**base.__dict__, **knobs})  # type: ignore[arg-type]
         self.name = preset
-        self.decode_queue: list[tuple[float, float, int, Req]] = []  # (LST, arrival, id, request)
-        self.lst: dict[int, float] = {}  # valid heap entries: request id -> its current LST
-        self.clean = True  # no stale entries in decode_queue (it was rebuilt whole since the last change)
-        # decode_queue is a heap only when `heaped`: a batch that ran every decode rebuilds it whole, and the next
-        # batch usually takes it whole again (`_take_all_if_they_fit`), so it is heapified only when popped.
-        self.heaped = True
-        self.requeued: list[Req] = []  # while not `heaped`: the requests of decode_queue, in its order
+        self.decodes = DeadlineQueue()  # every decode, by LST
         self.paused: list[Req] = []
         self.mean_batch = 0.0
         self.batches = 0
@@ -80,76 +70,65 @@ class SLAI(Policy):
         else:
             self.order = orders.tier_spf if self.cfg.user_priority else orders.spf
 
+    @property
+    def lst(self) -> dict[int, float]:
+        """Each queued decode's last schedulable time, by request id."""
+        return self.decodes.deadline
+
     def schedule(self, view: EngineView) -> Plan:
         b = BatchBuilder(view)
-        now, beta = view.clock, self.cfg.limit_total_decodes
-        # No prefill can run (none paused, none admissible): critical and relaxed decodes take the batch alone,
-        # so when all of them fit, their order does not matter and one pass takes them.
-        if not self.paused and (b.seqs >= view.max_num_seqs or not view.waiting) and self._take_all_if_they_fit(b, 0):
+        now = view.clock
+        # No prefill can run (none paused, none admissible): when every decode fits, their order does not matter.
+        if not self.paused and (b.seqs >= view.max_num_seqs or not view.waiting) and self._take_all(b, 0):
             return b.plan
-        self._heapify()
-        critical = 0
-        while self.decode_queue and b.room > 0 and critical < beta and self.decode_queue[0][0] <= now:
-            r = self._pop()
-            if r is not None:
-                critical += 1
-                if not self._add_decode(b, r):
-                    critical -= 1
-        for r in list(self.paused):
+        critical = self._critical_decodes(b, now)  # 1.
+        for r in list(self.paused):  # 2.
             if b.room <= 0:
                 break
             if r.id not in b.preempted:
                 b.add_chunk(r)
-        b.admit_waiting(view.waiting if self.order is None else view.waiting_by(self.order))
-        relaxed = 0
-        if self._take_all_if_they_fit(b, critical):
-            return b.plan
-        while self.decode_queue and b.room > 0 and critical + relaxed < beta:
-            lst = self.decode_queue[0][0]
-            r = self._pop()
-            if r is not None and self._add_decode(b, r) and now < lst:
-                relaxed += 1
+        b.admit_waiting(view.waiting if self.order is None else view.waiting_by(self.order))  # 3.
+        if not self._take_all(b, critical):  # 4.
+            self._relaxed_decodes(b, now, critical)
         return b.plan
 
-    def _take_all_if_they_fit(self, b: BatchBuilder, taken: int) -> bool:
+    def _critical_decodes(self, b: BatchBuilder, now: float) -> int:
+        critical, q = 0, self.decodes
+        while q and b.room > 0 and critical < self.cfg.limit_total_decodes and q.head() <= now:
+            r = q.pop()
+            if r is not None and b.add_decode_preempting(r, self._victim):
+                critical += 1
+        return critical
+
+    def _relaxed_decodes(self, b: BatchBuilder, now: float, critical: int) -> None:
+        relaxed, q = 0, self.decodes
+        while q and b.room > 0 and critical + relaxed < self.cfg.limit_total_decodes:
+            lst = q.head()
+            r = q.pop()
+            if r is not None and b.add_decode_preempting(r, self._victim) and now < lst:
+                relaxed += 1  # an overdue decode popped here does not count against beta (as the reference)
+
+    def _take_all(self, b: BatchBuilder, taken: int) -> bool:
         """The common steady state: every queued decode fits the budget, beta and KV (each needs at most one
-        block), so the loop below would take them all, whatever their order; take them in one pass."""
-        q = self.decode_queue
-        live = q if self.clean else [e for e in q if self.lst.get(e[2]) == e[0]]
-        if not live or len(live) > min(b.room, b.free) or taken + len(live) > self.cfg.limit_total_decodes:
+        block), so the loops would take them all, whatever their order; take them in one pass."""
+        n = self.decodes.live()
+        if not n or n > min(b.room, b.free) or taken + n > self.cfg.limit_total_decodes:
             return False
-        b.plan.decodes.extend(self.requeued if not self.heaped else map(_request_of, live))
-        self.decode_queue, self.heaped = [], True
-        b.tokens += len(live)
+        b.plan.decodes.extend(self.decodes.take_all())
+        b.tokens += n
         return True
 
-    def _heapify(self) -> None:
-        if not self.heaped:
-            heapq.heapify(self.decode_queue)
-            self.heaped = True
-
-    def _pop(self) -> Req | None:
-        lst, _, rid, r = heapq.heappop(self.decode_queue)
-        return r if self.lst.get(rid) == lst else None  # stale entries were superseded or removed
-
-    def _add_decode(self, b: BatchBuilder, r: Req) -> bool:
-        """Slot for one decode; out of KV, preempt the last paused prefill, else the decode itself."""
-        need = b.decode_blocks(r)
-        while need > b.free:
-            # A prefill continued in this batch is no longer paused (the reference pops it from the list).
-            busy = {p.id for p, _ in b.plan.prefills}
-            victim = next((p for p in reversed(self.paused) if p.id not in b.preempted and p.id not in busy), None)
-            if victim is None:
-                b.preempt(r)
-                return False
-            b.preempt(victim)
-        return b.add_decode(r, need)
+    def _victim(self, b: BatchBuilder) -> Req | None:
+        """Out of KV: the last paused prefill this batch does not continue (the reference pops a continued prefill
+        from its paused list); None, and the decode itself goes."""
+        busy = {p.id for p, _ in b.plan.prefills}
+        return next((p for p in reversed(self.paused) if p.id not in b.preempted and p.id not in busy), None)
 
     def on_batch_done(self, view: EngineView, plan: Plan, start: float, end: float) -> None:
         self.batches += 1
         self.mean_batch += (end - start - self.mean_batch) / self.batches
         for r in plan.preempt:
-            self.lst.pop(r.id, None)
+            self.decodes.forget(r.id)
             if r in self.paused:
                 self.paused.remove(r)
         if not self.cfg.fixed_offset:
@@ -170,17 +149,8 @@ class SLAI(Policy):
         preempted = {p.id for p in plan.preempt}
         for r in plan.decodes:
             if r.finished or r.id in preempted:
-                self.lst.pop(r.id, None)
+                self.decodes.forget(r.id)
             else:
                 requeue.append(r)
-        lsts = self.lst
-        again = [(end + r.tbt - early, r.arrival, r.id, r) for r in requeue]  # the hot path: every decode
-        for e in again:
-            lsts[e[2]] = e[0]
-        if self.decode_queue:  # entries left in it may have gone stale above
-            self._heapify()
-            self.clean = False
-            for e in again:
-                heapq.heappush(self.decode_queue, e)
-        else:  # every decode ran: fresh entries only, heapified when first popped
-            self.decode_queue, self.clean, self.heaped, self.requeued = again, True, False, requeue
+        entries = [(end + r.tbt - early, r.arrival, r.id, r) for r in requeue]  # the hot path: every decode
+        self.decodes.requeue(entries, requeue)

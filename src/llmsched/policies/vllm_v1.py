@@ -2,7 +2,9 @@
 chunks, in admission order) and then new requests from the waiting queue (FCFS, chunked). When KV runs
 out the newest running request is preempted by recompute."""
 
-from llmsched.policies.batch import BatchBuilder
+from collections import deque
+
+from llmsched.policies.batch import BatchBuilder, newest_of
 from llmsched.policies.interface import EngineView, Policy
 from llmsched.policies.plan import Plan
 
@@ -13,18 +15,14 @@ class VLLMv1(Policy):
 
     def schedule(self, view: EngineView) -> Plan:
         b = BatchBuilder(view)
-        queue = list(view.running)
+        queue = deque(view.running)
+        newest = newest_of(queue)
         while queue and b.room > 0:
-            r = queue.pop(0)
-            if not r.is_decoding:
+            r = queue.popleft()
+            if r.is_decoding:
+                b.add_decode_preempting(r, newest)
+            else:
                 b.add_chunk(r)
-                continue
-            while not b.add_decode(r):
-                if queue:
-                    b.preempt(queue.pop())
-                else:
-                    b.preempt(r)
-                    break
         if not b.plan.preempt:  # vLLM v1 admits nothing new in a step that had to preempt
             b.admit_waiting(view.waiting)
         return b.plan

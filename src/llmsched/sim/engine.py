@@ -141,13 +141,12 @@ class SimEngine:
         # The decode loop is the simulator's hot path: one token per running decode per batch, inlined.
         bs = self.block_size
         for r in decodes:
-            c = r.computed + 1
-            if c > r.blocks * bs:
+            if r.computed >= r.blocks * bs:  # policies.batch.needs_block, inlined
                 if self.free_blocks < 1:
                     raise RuntimeError(f"{self.policy.name}: decode of request {r.id} without a free KV block")
                 self.free_blocks -= 1
                 r.blocks += 1
-            r.computed = c
+            r.computed += 1
             g = r.generated + 1
             r.generated = g
             r.token_times.append(end)

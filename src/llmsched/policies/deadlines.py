@@ -1,0 +1,82 @@
+"""Decodes in order of their deadlines (EDF): the queue SLAI keeps of every decode, keyed by its last schedulable
+time (LST).
+
+A heap of (deadline, arrival, id, request) with lazy deletion: `deadline[id]` holds each queued request's current
+deadline, and an entry whose deadline is no longer its request's is skipped when it reaches the head. After a batch
+that ran every decode, the queue is rebuilt whole from that batch (`requeue` into an empty queue); the next batch
+usually takes it whole again (`take_all`), so it is heapified only when something is first popped.
+"""
+
+from __future__ import annotations
+
+import heapq
+from operator import itemgetter
+
+from llmsched.policies.plan import Req
+
+Entry = tuple[float, float, int, Req]  # (deadline, arrival, request id, request): heap order
+_request_of = itemgetter(3)
+
+
+class DeadlineQueue:
+    def __init__(self) -> None:
+        self._heap: list[Entry] = []
+        self.deadline: dict[int, float] = {}  # queued request id -> its current deadline
+        self._clean = True  # no stale entries in the heap (it was rebuilt whole since the last change)
+        self._heaped = True  # the list is a heap; else it is in `_order`'s order, not yet heapified
+        self._order: list[Req] = []  # while not heaped: the queued requests, in entry order
+
+    def __bool__(self) -> bool:
+        """Entries are left (stale ones included: they are dropped as they reach the head)."""
+        return bool(self._heap)
+
+    def head(self) -> float:
+        """The deadline of the head entry (which may be stale)."""
+        if not self._heaped:
+            self._heapify()
+        return self._heap[0][0]
+
+    def pop(self) -> Req | None:
+        """The head's request, or None for a stale entry."""
+        self._heapify()
+        deadline, _, rid, r = heapq.heappop(self._heap)
+        return r if self.deadline.get(rid) == deadline else None
+
+    def live(self) -> int:
+        """How many requests are queued (stale entries not counted)."""
+        if self._clean:
+            return len(self._heap)
+        return sum(self.deadline.get(e[2]) == e[0] for e in self._heap)
+
+    def take_all(self) -> list[Req]:
+        """Every queued request, emptying the queue (their deadlines stay until `requeue` or `forget`)."""
+        if not self._heaped:
+            taken = self._order
+        elif self._clean:
+            taken = list(map(_request_of, self._heap))
+        else:
+            taken = [e[3] for e in self._heap if self.deadline.get(e[2]) == e[0]]
+        self._heap, self._heaped = [], True
+        return taken
+
+    def forget(self, rid: int) -> None:
+        """The request left the queue for good (finished or preempted); its entry goes stale."""
+        self.deadline.pop(rid, None)
+
+    def requeue(self, entries: list[Entry], requests: list[Req]) -> None:
+        """Queue (again) each entry's request with the entry's deadline (`requests`: theirs, in the same order); an
+        older entry of the same request goes stale."""
+        for e in entries:
+            self.deadline[e[2]] = e[0]
+        if self._heap:  # entries left in it may have gone stale above
+            self._heapify()
+            self._clean = False
+            for e in entries:
+                heapq.heappush(self._heap, e)
+        else:  # every decode ran: fresh entries only, heapified when first popped
+            self._heap, self._clean, self._heaped, self._order = entries, True, False, requests
+
+    def _heapify(self) -> None:
+        if not self._heaped:
+            heapq.heapify(self._heap)
+            self._heaped = True
