@@ -216,7 +216,7 @@ def test_bench_engine_prints_simulate_summary_keys_per_policy(tiny, write_trace,
     tiers = "paying:0.5:tbt=0.1,free:0.5:tbt=0.5"
     argv = ["bench-engine", "--model", tiny, "--trace", trace, "--num-requests", "12", "--qps", "20",
             "--policies", "vllm-default,slai", "--tiers", tiers, "--steps-out", str(tmp_path / "steps"),
-            "--json"]  # fmt: skip
+            "--run-log", str(tmp_path / "runs"), "--json"]  # fmt: skip
     main(argv)
     out = json.loads(capsys.readouterr().out)
     requests, _ = build_requests(WorkloadConfig(trace=trace, num_requests=12, qps=20, tiers=tiers, seed=42), 4096)
@@ -233,6 +233,14 @@ def test_bench_engine_prints_simulate_summary_keys_per_policy(tiny, write_trace,
             assert s[key] is not None, (name, key)
     assert out["policies"]["slai"]["plugin"]["policy_steps"] > 0
     assert "plugin" not in out["policies"]["vllm-default"]
+    # The run replays in the simulator: SLAI plans every step as it ran in vLLM, so every token time is the real one.
+    from llmsched.records import EngineLog
+    from llmsched.sim.replay import replay
+
+    log = EngineLog.from_json(json.loads((tmp_path / "runs" / "slai.json").read_text()))
+    rep = replay(log, make_policy("slai"))
+    assert rep.steps == out["policies"]["slai"]["num_batches"] and rep.mismatched == 0
+    assert [r.token_times for r in rep.result.requests] == [r.token_times for r in log.requests]
 
 
 def test_requests_vllm_must_see_itself_send_the_step_to_vllms_order(tiny):

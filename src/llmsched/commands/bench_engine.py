@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -36,10 +37,17 @@ def model_max_len(model_dir: str) -> int:
 
 
 def run_policy(
-    setup: Any, policy: str, wl: Any, max_len: int, time_limit: float | None, steps_out: str | None = None
+    setup: Any,
+    policy: str,
+    wl: Any,
+    max_len: int,
+    time_limit: float | None,
+    steps_out: str | None = None,
+    run_log: str | None = None,
 ) -> tuple[Any, dict]:
     """One policy: a fresh engine, the workload replayed on the real clock, the simulator's summary; with
-    `steps_out`, each step's shape and time written there as CSV."""
+    `steps_out`, each step's shape and time written there as CSV; with `run_log`, the run as JSON for
+    `sim.replay` (every request and step)."""
     import gc
 
     from llmsched.integrations.vllm.engine import make_engine, replay, scheduler_of, warm_up
@@ -53,6 +61,9 @@ def run_policy(
         result, recorder = replay(engine, requests, seed=wl.seed, time_limit=time_limit)
         if steps_out is not None:
             recorder.write_steps(steps_out)
+        if run_log is not None:
+            log = recorder.engine_log(policy, result, setup, max_len)
+            Path(run_log).write_text(json.dumps(log.to_json()) + "\n")
         stats = dict(getattr(scheduler_of(engine), "stats", {}))
     finally:
         engine.engine_core.shutdown()
@@ -93,6 +104,12 @@ def run_policy(
     default=None,
     help="Write each step's batch shape and time to DIR/<policy>.csv (compare with a batch-time model).",
 )
+@click.option(
+    "--run-log",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write each run (requests, token times, every step) to DIR/<policy>.json, for `sim.replay`.",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"policies": {name: summary}} only.')
 def command(
     model_dir: str,
@@ -108,6 +125,7 @@ def command(
     seed: int,
     use_compile: bool,
     steps_out: str | None,
+    run_log: str | None,
     as_json: bool,
 ) -> None:
     """Replay requests (Poisson arrivals, trace lengths, ignore_eos) into an in-process vLLM engine on the
@@ -129,12 +147,14 @@ def command(
     setup = EngineSetup(
         model_dir, token_budget, max_num_seqs, max_len, kv_cache_gib, enforce_eager=not use_compile, tiers=tiers
     )
-    if steps_out is not None:
-        os.makedirs(steps_out, exist_ok=True)
+    for folder in (steps_out, run_log):
+        if folder is not None:
+            os.makedirs(folder, exist_ok=True)
     out: dict[str, dict] = {}
     for name in names:
         path = os.path.join(steps_out, f"{name}.csv") if steps_out is not None else None
-        _, out[name] = run_policy(setup, name, wl, max_len, time_limit, path)
+        log_path = os.path.join(run_log, f"{name}.json") if run_log is not None else None
+        _, out[name] = run_policy(setup, name, wl, max_len, time_limit, path, log_path)
         if not as_json:
             click.echo(format_summary(out[name]))
             click.echo(f"mean schedule() time {out[name]['mean_schedule_ms']:.3f} ms per step\n")

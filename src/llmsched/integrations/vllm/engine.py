@@ -19,7 +19,7 @@ import numpy as np
 from llmsched.errors import UserError
 from llmsched.integrations.vllm.steps import step_shape, write_step_times
 from llmsched.perf.base import BatchShape
-from llmsched.records import BatchLog, RunResult
+from llmsched.records import BatchLog, EngineLog, RunResult, StepRecord
 from llmsched.workload.request import FINISHED, REJECTED, UNFINISHED, Request
 
 DEFAULT_POLICY = "vllm-default"
@@ -88,6 +88,12 @@ def scheduler_of(engine: Any) -> Any:
     return engine.engine_core.engine_core.scheduler
 
 
+def _external_id(request_id: str) -> int:
+    """The replay's id of a request inside the engine: vLLM appends "-" and 8 random characters to the id the
+    request was added with (`VLLM_DISABLE_REQUEST_ID_RANDOMIZATION` is going away)."""
+    return int(request_id.rsplit("-", 1)[0])
+
+
 @dataclass
 class StepRecorder:
     """Wraps the scheduler instance's `schedule` (its decisions untouched) to log each step: its composition
@@ -100,6 +106,8 @@ class StepRecorder:
     log: BatchLog = field(default_factory=BatchLog)
     shapes: list[BatchShape] = field(default_factory=list)
     schedule_s: list[float] = field(default_factory=list)
+    scheduled: list[dict[int, int]] = field(default_factory=list)  # tokens per request id, each step
+    received: dict[int, float] = field(default_factory=dict)  # request id -> when it was added to the engine
 
     def __post_init__(self) -> None:
         inner: Callable[..., Any] = self.sched.schedule
@@ -113,6 +121,7 @@ class StepRecorder:
             if out.num_scheduled_tokens:
                 shape = step_shape(self.sched.requests, out.num_scheduled_tokens)
                 self.shapes.append(shape)
+                self.scheduled.append({_external_id(rid): n for rid, n in out.num_scheduled_tokens.items()})
                 self.log.start.append(started)
                 self.log.duration.append(0.0)
                 self.log.prefill_tokens.append(shape.prefill_tokens)
@@ -125,6 +134,13 @@ class StepRecorder:
             return out
 
         self.sched.schedule = schedule
+
+    def engine_log(self, policy: str, result: RunResult, setup: EngineSetup, max_model_len: int) -> EngineLog:
+        """The run as `sim.replay` replays it (times on the run's clock, as the requests' token times)."""
+        steps = [StepRecord(s, s + d, sched)
+                 for s, d, sched in zip(self.log.start, self.log.duration, self.scheduled, strict=True)]  # fmt: skip
+        return EngineLog(policy, result.requests, dict(self.received), steps, self.total_blocks, self.sched.block_size,
+                         setup.token_budget, setup.max_num_seqs, max_model_len)  # fmt: skip
 
     def write_steps(self, path: str) -> None:
         """One row per step: its BatchShape fields and step_ms (the model-facing time of the step)."""
@@ -185,15 +201,17 @@ def replay(
                 extra_args={"tier": r.tier, "tbt": r.tbt, "priority": r.priority},
             )
             engine.add_request(str(r.id), {"prompt_token_ids": prompts[order[i]]}, params)
+            recorder.received[r.id] = time.monotonic()
             i += 1
         if not engine.has_unfinished_requests():
             time.sleep(max(0.0, requests[order[i]].arrival - a0 - (time.monotonic() - t0)))
             continue
         steps = len(recorder.log)
         outputs = engine.step()
-        t = time.monotonic() - t0 + a0
+        done = time.monotonic()
+        t = done - t0 + a0  # the step's tokens are stamped when it returns; so is its end
         if len(recorder.log) > steps:
-            recorder.log.duration[-1] = time.monotonic() - recorder.log.start[-1]
+            recorder.log.duration[-1] = done - recorder.log.start[-1]
         for o in outputs:
             r = by_id[o.request_id]
             k = len(o.outputs[0].token_ids) if o.outputs else 0
@@ -208,6 +226,7 @@ def replay(
             on_step()
     end = time.monotonic() - t0 + a0
     recorder.log.start = [s - t0 + a0 for s in recorder.log.start]
+    recorder.received = {k: t - t0 + a0 for k, t in recorder.received.items()}
     for r in requests:
         if r.state not in (FINISHED, REJECTED):
             r.state, r.reason = UNFINISHED, "time limit reached" if time_limit is not None else "not finished"
