@@ -1,5 +1,6 @@
 """Calibrate the roofline on the paper's measurement: a 2048-token prompt prefilled in chunks of b tokens
-on Mistral-7B / RTX 6000 Ada; the mean batch time over the prompt's chunks is compared per b."""
+on Mistral-7B / RTX 6000 Ada; the mean batch time over the prompt's chunks is compared per b. Each chunk reads
+the KV of the prompt's earlier chunks."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def mape(model: Roofline, points: list[ChunkPoint] | None = None) -> float:
 
 
 def fit_paper_gpu() -> tuple[float, float, float]:
-    """(flops_eff, bw_eff, overhead_s) minimising relative error; bw_eff is capped at 1."""
+    """(flops_eff, bw_eff, overhead_s) minimising relative error, with KV reads at `KV_BW_EFF` of the bandwidth;
+    bw_eff is capped at 1."""
     from scipy.optimize import least_squares
 
     points = paper_points()
