@@ -67,7 +67,7 @@ def main() -> None:
             print("built-in entry:     " + format_report(family_report(rows, errors(shipped, rows))))
         gpu = get_gpu(args.gpu)
         for label, model in (
-            ("textbook roofline (no factors)", analytic_model(spec, gpu, 1.0, 1.0, 0.0)),
+            ("textbook roofline (no factors)", analytic_model(spec, gpu, 1.0, 1.0, 0.0, 1.0)),
             ("roofline, paper-GPU factors   ", analytic_model(spec, gpu)),
         ):
             e = roofline_errors(model, rows)
