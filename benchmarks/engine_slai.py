@@ -28,7 +28,7 @@ TIERS = "paying:0.1:tbt=0.6,free:0.9:tbt=2.0"
 
 
 def scaled_trace(path: Path) -> None:
-    rows = load_trace(None)
+    rows = load_trace("sharegpt-v3")
     lines = [f"{max(1, r.prompt_len // 4)},{max(1, r.decode_len // 8)}" for r in rows]
     path.write_text("num_prefill_tokens,num_decode_tokens\n" + "\n".join(lines) + "\n")
 

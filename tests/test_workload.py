@@ -6,11 +6,20 @@ from llmsched.workload import WorkloadConfig, build_requests, builtin_trace_path
 from llmsched.workload.arrivals import arrival_times
 
 
-def test_builtin_trace_ships_and_is_valid():
-    rows = load_trace(None, max_model_len=8192)
-    assert builtin_trace_path().exists()
-    assert len(rows) > 10_000
-    assert all(r.prompt_len > 0 and r.decode_len > 0 and r.prompt_len + r.decode_len <= 8192 for r in rows)
+@pytest.mark.parametrize("name,rows", [("paper", 30_731), ("sharegpt-v3", 17_083)])
+def test_builtin_traces_ship_and_are_valid(name, rows):
+    trace = load_trace(name, max_model_len=8192)
+    assert builtin_trace_path(name).exists()
+    assert len(trace) == rows
+    assert all(r.prompt_len > 0 and r.decode_len > 0 and r.prompt_len + r.decode_len <= 8192 for r in trace)
+
+
+def test_default_trace_is_the_papers():
+    rows = load_trace(None)
+    assert rows == load_trace("paper")
+    # the statistics of the paper's trace (reference section 5.1): mean prompt 2340, mean decode 439
+    assert np.mean([r.prompt_len for r in rows]) == pytest.approx(2340, abs=1)
+    assert np.mean([r.decode_len for r in rows]) == pytest.approx(439, abs=1)
 
 
 def test_tiers_parse_and_priority_order():

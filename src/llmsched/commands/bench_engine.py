@@ -83,7 +83,13 @@ def run_policy(
     "--policies", default="vllm-default,slai", show_default=True, help="vllm-default and/or llmsched policies."
 )
 @click.option("--qps", type=float, required=True, help="Mean Poisson arrival rate (requests/s).")
-@click.option("--trace", type=click.Path(dir_okay=False), default=None, help="Trace CSV (default: built-in ShareGPT).")
+@click.option(
+    "--trace",
+    type=click.Path(dir_okay=False),
+    default="sharegpt-v3",
+    show_default=True,
+    help="Trace: sharegpt-v3 (ShareGPT V3, Mistral tokenizer), paper, or a CSV file.",
+)
 @click.option("--num-requests", type=int, default=100, show_default=True)
 @click.option("--tiers", type=str, default=None, help='SLO tiers, e.g. "paying:0.05:tbt=0.1,free:0.95:tbt=0.5".')
 @click.option("--token-budget", type=int, default=512, show_default=True, help="max_num_batched_tokens, every policy.")
@@ -115,7 +121,7 @@ def command(
     model_dir: str,
     policies: str,
     qps: float,
-    trace: str | None,
+    trace: str,
     num_requests: int,
     tiers: str | None,
     token_budget: int,

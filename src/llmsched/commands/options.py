@@ -64,8 +64,8 @@ def workload_options(f: Callable) -> Callable:
             "--trace",
             type=click.Path(dir_okay=False),
             default=None,
-            help="Trace CSV (num_prefill_tokens,num_decode_tokens[,arrived_at]); default: built-in "
-            "ShareGPT V3 lengths (Mistral tokenizer).",
+            help="Trace: paper (default: the paper's Openchat ShareGPT4 lengths, Llama-2 tokenizer), sharegpt-v3 "
+            "(ShareGPT V3, Mistral tokenizer), or a CSV file (num_prefill_tokens,num_decode_tokens[,arrived_at]).",
         ),
         click.option(
             "--num-requests",

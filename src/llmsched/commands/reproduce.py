@@ -24,7 +24,7 @@ def _pct(x: float | None) -> str:
     "--trace",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Trace CSV (default: the built-in ShareGPT V3 workload; the paper used Openchat ShareGPT4).",
+    help="Trace: paper (default: the paper's Openchat ShareGPT4 lengths), sharegpt-v3, or a CSV file.",
 )
 @click.option("--num-requests", type=int, default=16384, show_default=True)
 @click.option("--time-limit", type=float, default=2100.0, show_default=True, help="Simulated seconds per run.")
@@ -51,6 +51,7 @@ def command(
     ratio, and the median-TTFT reduction at Sarathi's capacity; writes an HTML report."""
     from llmsched.errors import UserError
     from llmsched.workload import load_trace
+    from llmsched.workload.trace import DEFAULT_TRACE
 
     if num_requests <= 0 or time_limit <= 0:
         raise UserError("--num-requests and --time-limit must be positive")
@@ -60,7 +61,7 @@ def command(
         rep = reproduce(ex, trace, num_requests, time_limit)
     res = rep.result()
     res["wall_s"] = round(time.perf_counter() - t0, 1)
-    res["trace"] = trace or "built-in ShareGPT V3 (Mistral tokenizer)"
+    res["trace"] = trace or DEFAULT_TRACE
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cap = res["capacity_qps"]

@@ -15,7 +15,7 @@ from llmsched.workload.trace import TraceRow, load_trace
 
 @dataclass(frozen=True)
 class WorkloadConfig:
-    trace: str | None = None  # None: the built-in workload
+    trace: str | None = None  # a built-in trace's name or a CSV path; None: the paper's trace
     num_requests: int | None = None  # None: every row
     qps: float = 1.0
     arrival: str = "poisson"

@@ -10,7 +10,12 @@ from pathlib import Path
 
 from llmsched.errors import UserError
 
-BUILTIN_TRACE = "sharegpt_v3_mistral.csv"
+# Traces shipped in the package, by the name `--trace` takes (a path otherwise); see data/README.md.
+BUILTIN_TRACES = {
+    "paper": "sharegpt4_llama2.csv",  # the paper's: Openchat ShareGPT4 lengths as Sarathi-Serve released them
+    "sharegpt-v3": "sharegpt_v3_mistral.csv",  # ShareGPT V3 tokenized for Mistral-7B (shorter prompts)
+}
+DEFAULT_TRACE = "paper"
 REQUIRED = ("num_prefill_tokens", "num_decode_tokens")
 
 
@@ -21,13 +26,20 @@ class TraceRow:
     arrived_at: float | None = None
 
 
-def builtin_trace_path() -> Path:
-    return Path(str(resources.files("llmsched.workload") / "data" / BUILTIN_TRACE))
+def builtin_trace_path(name: str = DEFAULT_TRACE) -> Path:
+    return Path(str(resources.files("llmsched.workload") / "data" / BUILTIN_TRACES[name]))
 
 
-def load_trace(path: str | Path | None, max_model_len: int | None = None) -> list[TraceRow]:
-    """Read and validate a trace. `None` loads the built-in ShareGPT V3 workload."""
-    path = Path(path) if path is not None else builtin_trace_path()
+def trace_path(trace: str | Path | None) -> Path:
+    """A built-in trace's file by its name (None: the paper's), else the path given (`./paper` for a file so named)."""
+    if trace is None or (isinstance(trace, str) and trace in BUILTIN_TRACES):
+        return builtin_trace_path(trace or DEFAULT_TRACE)
+    return Path(trace)
+
+
+def load_trace(trace: str | Path | None, max_model_len: int | None = None) -> list[TraceRow]:
+    """Read and validate a trace: a built-in one by name (None: the paper's), or a CSV file."""
+    path = trace_path(trace)
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
