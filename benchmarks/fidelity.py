@@ -149,7 +149,9 @@ def main() -> None:
         scaled_trace(trace)
     spec = register(spec_from_hf(args.model))
     max_len = model_max_len(args.model)
-    wl = WorkloadConfig(trace=str(trace), num_requests=args.num_requests, qps=args.qps, tiers=args.tiers, seed=42)
+    wl = WorkloadConfig(
+        trace=str(trace), num_requests=args.num_requests, qps=args.qps, arrival="poisson", tiers=args.tiers, seed=42
+    )
 
     policies = args.policies.split(",")
     runs: dict[str, list[dict]] = {p: [] for p in policies}

@@ -75,7 +75,12 @@ class Bench:
     def workload(self, qps: float, n: int | None = None, seed_offset: int = 0):
         a = self.args
         wl = WorkloadConfig(
-            trace=self.trace, num_requests=n or a.num_requests, qps=qps, tiers=a.tiers, seed=a.seed + seed_offset
+            trace=self.trace,
+            num_requests=n or a.num_requests,
+            qps=qps,
+            arrival="poisson",
+            tiers=a.tiers,
+            seed=a.seed + seed_offset,
         )
         return build_requests(wl, self.spec.max_len)
 

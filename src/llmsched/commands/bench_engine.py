@@ -149,7 +149,7 @@ def command(
     parse_tiers(tiers)
     check_model_dir(model_dir)
     max_len = model_max_len(model_dir)
-    wl = WorkloadConfig(trace=trace, num_requests=num_requests, qps=qps, tiers=tiers, seed=seed)
+    wl = WorkloadConfig(trace=trace, num_requests=num_requests, qps=qps, arrival="poisson", tiers=tiers, seed=seed)
     setup = EngineSetup(
         model_dir, token_budget, max_num_seqs, max_len, kv_cache_gib, enforce_eager=not use_compile, tiers=tiers
     )

@@ -75,7 +75,11 @@ def workload_options(f: Callable) -> Callable:
             help="Requests to sample (seeded shuffle); default: the whole trace.",
         ),
         click.option(
-            "--arrival", type=str, default="poisson", show_default=True, help=f"Arrival process: {', '.join(ARRIVALS)}."
+            "--arrival",
+            type=str,
+            default="poisson-capped",
+            show_default=True,
+            help=f"Arrival process: {', '.join(ARRIVALS)} (poisson-capped: the reference's, gaps capped at 3/qps).",
         ),
         click.option(
             "--burstiness",
@@ -88,7 +92,8 @@ def workload_options(f: Callable) -> Callable:
             "--tiers",
             type=str,
             default=None,
-            help='SLO tiers, e.g. "paying:0.05:tbt=0.1,free:0.95:tbt=0.5" (default: one tier, TBT 0.2 s).',
+            help='SLO tiers, e.g. "paying:0.05:tbt=0.1,free:0.95:tbt=0.5", which "paper" names (default: one tier, '
+            "TBT 0.2 s).",
         ),
         click.option(
             "--model",

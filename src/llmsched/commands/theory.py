@@ -88,7 +88,9 @@ def format_report(r: dict) -> str:
 @click.command("theory")
 @click.option("--model", type=str, default="mistral-7b", show_default=True, help=f"Model: {', '.join(MODELS)}.")
 @click.option("--gpu", type=str, default="rtx6000ada", show_default=True, help=f"GPU: {', '.join(GPUS)}.")
-@click.option("--trace", type=click.Path(dir_okay=False), default=None, help="Trace: paper (default), sharegpt-v3 or a CSV file.")
+@click.option(
+    "--trace", type=click.Path(dir_okay=False), default=None, help="Trace: paper (default), sharegpt-v3 or a CSV file."
+)
 @click.option("--num-requests", type=int, default=None, help="Requests to sample (default: the whole trace).")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--perf-model", type=click.Path(dir_okay=False), default=None, help="Profile CSV or fitted JSON.")

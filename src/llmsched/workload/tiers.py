@@ -20,9 +20,12 @@ class SLOTier:
 
 
 def parse_tiers(spec: str | None) -> list[SLOTier]:
-    """Parse `name:share:tbt=S[:ttft=S],...`. Shares must be positive and sum to 1 (within 1e-6)."""
+    """Parse `name:share:tbt=S[:ttft=S],...`, or `paper` for the paper's tiers (`PAPER_TIERS`). Shares must be
+    positive and sum to 1 (within 1e-6)."""
     if not spec:
         return [SLOTier("default", 1.0, DEFAULT_TBT)]
+    if spec.strip() == "paper":
+        spec = PAPER_TIERS
     tiers: list[SLOTier] = []
     for rank, part in enumerate(p.strip() for p in spec.split(",")):
         fields = part.split(":")
