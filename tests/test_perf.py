@@ -1,6 +1,7 @@
 import pytest
 
 from llmsched.perf import BatchShape, analytic_model, get_gpu, get_model, kv_blocks
+from llmsched.perf.catalog import estimated_kv_blocks
 from llmsched.perf.paper_fit import fit_paper_gpu, mape
 from llmsched.perf.roofline import PAPER_BW_EFF, PAPER_FLOPS_EFF, PAPER_OVERHEAD_S
 
@@ -19,9 +20,11 @@ def test_calibrated_error_on_the_paper_points():
     assert mape(m) <= 0.05
 
 
-def test_kv_pool_matches_the_reference():
-    blocks = kv_blocks(get_model("mistral-7b"), get_gpu("rtx6000ada"))
-    assert abs(blocks - PAPER_BLOCKS) / PAPER_BLOCKS < 0.01
+def test_kv_pool_is_the_references_and_the_estimate_is_near_it():
+    model, gpu = get_model("mistral-7b"), get_gpu("rtx6000ada")
+    assert kv_blocks(model, gpu) == PAPER_BLOCKS
+    assert abs(estimated_kv_blocks(model, gpu) - PAPER_BLOCKS) / PAPER_BLOCKS < 0.01
+    assert kv_blocks(model, gpu, block_size=32) == estimated_kv_blocks(model, gpu, block_size=32)
 
 
 def test_batch_time_grows_with_tokens_decodes_and_context():
