@@ -3,16 +3,18 @@
 import json
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmsched.metrics import summarize
-from llmsched.policies import POLICIES, make_policy
+from llmsched.policies import POLICIES, make_policy, order
+from llmsched.policies.plan import Plan
 from llmsched.sim.engine import EngineConfig, SimEngine
 from llmsched.studies.run import run
 from llmsched.studies.spec import RunSpec, perf_model
 from llmsched.workload import Request
-from llmsched.workload.request import FINISHED, REJECTED, UNFINISHED
+from llmsched.workload.request import FINISHED, REJECTED, RUNNING, UNFINISHED
 
 PERF = perf_model(RunSpec())
 
@@ -30,6 +32,16 @@ def simulate(policy: str, rows, num_blocks: int, budget: int, seqs: int, limit: 
     p = make_policy(policy)
     cfg = EngineConfig(num_blocks, token_budget=budget, max_num_seqs=seqs, max_model_len=1024, time_limit=limit)
     engine = SimEngine(cfg, p, PERF)
+    schedule = p.schedule
+
+    def checked(view):  # Sarathi-Serve's can_append_slot: with no block free and none freed, no decode runs
+        free = view.free_blocks
+        plan = schedule(view)
+        if p.sarathi_rules and not p.reserve_max_len and free == 0 and not plan.preempt:
+            assert not plan.decodes, policy
+        return plan
+
+    p.schedule = checked
     return engine, engine.run(reqs)
 
 
@@ -78,3 +90,56 @@ def test_same_seed_same_bytes(write_trace):
         a = json.dumps(run(spec)[1], sort_keys=True)
         b = json.dumps(run(spec)[1], sort_keys=True)
         assert a == b
+
+
+class View:
+    """A hand-built engine view: the state a policy plans from."""
+
+    def __init__(self, running, waiting, free_blocks, clock=10.0):
+        self.clock, self.running, self.waiting, self.free_blocks = clock, running, waiting, free_blocks
+        self.total_blocks, self.block_size, self.watermark_blocks = 200, 16, 0
+        self.token_budget, self.max_num_seqs, self.max_model_len = 512, 8, 1024
+
+    def waiting_by(self, key):
+        return sorted(self.waiting, key=lambda r: (*key(r), r.id))
+
+
+def decoding(rid: int, prompt: int, blocks: int) -> Request:
+    r = Request(rid, 0.0, prompt, 50, tbt=0.1)
+    r.prefilled = r.computed = prompt
+    r.generated, r.blocks, r.is_decoding, r.state = 1, blocks, True, RUNNING
+    return r
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_a_decode_needs_a_free_block_under_sarathi_rules(name):
+    """A decode whose last block has room, with no block free: Sarathi-Serve's engines (can_append_slot) preempt it;
+    vLLM v1 runs it; Orca and FasterTransformer hold max_model_len's blocks and never check."""
+    p = make_policy(name)
+    r = decoding(0, 20, 64 if p.reserve_max_len else 2)  # 20 tokens in 2 blocks of 16: room for 12 more
+    view = View([r], [], free_blocks=0)
+    p.on_batch_done(view, Plan(prefills=[(r, 20)]), 0.0, 0.05)  # SLAI learns of the decode from its prefill
+    plan = p.schedule(view)
+    if p.sarathi_rules and not p.reserve_max_len:
+        assert plan.decodes == [] and plan.preempt == [r]
+    else:
+        assert plan.decodes == [r] and plan.preempt == []
+
+
+SPF_POLICIES = ["sarathi-spf", "slai", "slai-spf-fixed", "slai-spf-dynamic", "slai-kv-guard"]
+
+
+@pytest.mark.parametrize("name", SPF_POLICIES)
+def test_spf_counts_a_recomputed_requests_generated_tokens(name):
+    """Preempted after generating 200 tokens, a 100-token prompt prefills 300 tokens: Sarathi-Serve's SPF
+    (reset_for_recompute) ranks it after a 250-token prompt; by the submitted prompt it would come first."""
+    p = make_policy(name)
+    assert p.sarathi_rules
+    recomputed = Request(0, 0.0, 100, 400, tbt=0.5, priority=1)
+    recomputed.generated, recomputed.num_prompt, recomputed.preemptions = 200, 300, 1
+    fresh = Request(1, 1.0, 250, 10, tbt=0.5, priority=1)
+    plan = p.schedule(View([], [recomputed, fresh], free_blocks=200))
+    assert [r.id for r, _ in plan.prefills] == [1, 0]
+    # without the rule (vLLM's request keeps its prompt length) the same queue orders the other way
+    assert sorted([recomputed, fresh], key=order.spf_key(False))[0] is recomputed
+    assert sorted([recomputed, fresh], key=order.tier_spf_key(False))[0] is recomputed

@@ -23,16 +23,21 @@ class BatchBuilder:
     """Budget accounting shared by all policies: tokens, sequences and free KV blocks while a plan is built.
 
     Checks mirror the reference engines: a new request needs its whole prompt's blocks (or max_model_len
-    for reserving policies) plus the watermark; a decode needs one block when its last block is full.
+    for reserving policies) plus the watermark; a decode needs one block when its last block is full and, under
+    Sarathi-Serve's rule (`sarathi_rules`), at least one free block even when it needs none. Reserving policies hold
+    every block their decodes will use, and the reference's ports of them never check a decode's slot.
     """
 
-    def __init__(self, view: EngineView, budget: int | None = None, reserve_max_len: bool = False) -> None:
+    def __init__(
+        self, view: EngineView, budget: int | None = None, reserve_max_len: bool = False, sarathi_rules: bool = False
+    ) -> None:
         self.view = view
         self.budget = view.token_budget if budget is None else budget
         self.tokens = 0
         self.free = view.free_blocks
         self.seqs = len(view.running)
         self.reserve_max_len = reserve_max_len
+        self.decode_floor = 1 if sarathi_rules and not reserve_max_len else 0  # free blocks any decode needs
         self.plan = Plan()
         self.preempted: set[int] = set()
 
@@ -43,11 +48,15 @@ class BatchBuilder:
     def decode_blocks(self, r: Req) -> int:
         return 1 if needs_block(r, self.view.block_size) else 0
 
+    def decode_fits(self, need: int) -> bool:
+        """KV allows a decode that takes `need` new blocks (0 or 1)."""
+        return max(need, self.decode_floor) <= self.free
+
     def add_decode(self, r: Req, need: int | None = None) -> bool:
         """One decode token; `need` is `decode_blocks(r)` when the caller has it already."""
         if need is None:
             need = self.decode_blocks(r)
-        if self.room < 1 or need > self.free:
+        if self.room < 1 or not self.decode_fits(need):
             return False
         self.free -= need
         self.tokens += 1
@@ -62,7 +71,7 @@ class BatchBuilder:
         if self.room < 1:
             return False
         need = self.decode_blocks(r)
-        while need > self.free:
+        while not self.decode_fits(need):
             v = victim(self)
             if v is None:
                 self.preempt(r)
@@ -140,7 +149,8 @@ def add_decodes_preempting(b: BatchBuilder, running: Sequence[Req]) -> None:
     decodes = [r for r in running if r.is_decoding]
     bs = b.view.block_size
     need = sum(needs_block(r, bs) for r in decodes)
-    if len(decodes) <= b.room and need <= b.free:  # the common case: everything fits, no preemption
+    # The common case: everything fits, no preemption (with a block to spare, every decode saw one free)
+    if len(decodes) <= b.room and need + b.decode_floor <= b.free:
         b.plan.decodes.extend(decodes)
         b.tokens += len(decodes)
         b.free -= need

@@ -37,10 +37,17 @@ class EngineView(Protocol):
 
 class Policy:
     """Base class. Subclasses implement `schedule`; `reserve_max_len` makes the engine reserve
-    `max_model_len` tokens of KV per admitted request (Orca, FasterTransformer) instead of the prompt."""
+    `max_model_len` tokens of KV per admitted request (Orca, FasterTransformer) instead of the prompt.
+
+    `sarathi_rules`: the policy models Sarathi-Serve's code base (the paper's), whose KV rules differ from vLLM's in
+    two ways: (a) a decode gets its slot only while at least one block is free, even when its last block has room
+    (Sarathi-Serve's `can_append_slot`; vLLM checks only the block the token needs); (b) after a preemption by
+    recompute, the prompt a shortest-prompt-first order sees includes the tokens generated before it (Sarathi-Serve's
+    `reset_for_recompute` moves them into the prompt; vLLM's request keeps its prompt length)."""
 
     name = "policy"
     reserve_max_len = False
+    sarathi_rules = False
 
     def schedule(self, view: EngineView) -> Plan:
         raise NotImplementedError

@@ -10,10 +10,11 @@ from llmsched.policies.plan import Plan
 class Orca(Policy):
     name = "orca"
     reserve_max_len = True
+    sarathi_rules = True  # the reference's port; it reserves max_model_len, so rule (a) never binds
     defaults = {"token_budget": 1 << 30, "max_num_seqs": 8}
 
     def schedule(self, view: EngineView) -> Plan:
-        b = BatchBuilder(view, reserve_max_len=True)
+        b = BatchBuilder(view, reserve_max_len=True, sarathi_rules=self.sarathi_rules)
         add_decodes_preempting(b, view.running)
         b.admit_waiting(view.waiting, whole=True)
         return b.plan

@@ -18,6 +18,7 @@ from llmsched.policies.plan import Plan
 
 class RAD(Policy):
     name = "rad"
+    sarathi_rules = True  # its engine is Sarathi-Serve's, as the policies it is compared with
     # The tile is the budget; sequences are capped by the KV pool, not by a fixed count.
     defaults = {"token_budget": 1 << 30, "max_num_seqs": 1024}
 
@@ -27,4 +28,5 @@ class RAD(Policy):
         self.tile = tile
 
     def schedule(self, view: EngineView) -> Plan:
-        return fill_decode_first(BatchBuilder(view, budget=min(self.tile, view.token_budget)), view, view.waiting)
+        b = BatchBuilder(view, budget=min(self.tile, view.token_budget), sarathi_rules=self.sarathi_rules)
+        return fill_decode_first(b, view, view.waiting)

@@ -14,6 +14,7 @@ from llmsched.policies.plan import Plan
 
 class Sarathi(Policy):
     name = "sarathi"
+    sarathi_rules = True
     defaults = {"token_budget": 512, "max_num_seqs": 128}
 
     def __init__(self, order: str = "fcfs") -> None:
@@ -22,5 +23,5 @@ class Sarathi(Policy):
         self.order = order
 
     def schedule(self, view: EngineView) -> Plan:
-        queue = view.waiting_by(order.spf) if self.order == "spf" else view.waiting
-        return fill_decode_first(BatchBuilder(view), view, queue)
+        queue = view.waiting_by(order.spf_key(self.sarathi_rules)) if self.order == "spf" else view.waiting
+        return fill_decode_first(BatchBuilder(view, sarathi_rules=self.sarathi_rules), view, queue)

@@ -50,6 +50,7 @@ PRESETS: dict[str, SLAIConfig] = {
 
 class SLAI(Policy):
     name = "slai"
+    sarathi_rules = True
     defaults = {"token_budget": 512, "max_num_seqs": 128}
 
     def __init__(self, preset: str = "slai", **knobs: object) -> None:
@@ -63,12 +64,13 @@ class SLAI(Policy):
         self.mean_batch = 0.0
         self.batches = 0
         self.offset = self.cfg.below_memory_limit_offset if self.cfg.fixed_offset else 0.0
+        rules = self.sarathi_rules
         if self.cfg.fcfs:
             self.order = None
         elif self.cfg.aging > 0:
-            self.order = orders.aged(1.0, self.cfg.aging, self.cfg.user_priority)
+            self.order = orders.aged(1.0, self.cfg.aging, self.cfg.user_priority, rules)
         else:
-            self.order = orders.tier_spf if self.cfg.user_priority else orders.spf
+            self.order = orders.tier_spf_key(rules) if self.cfg.user_priority else orders.spf_key(rules)
 
     @property
     def lst(self) -> dict[int, float]:
@@ -76,7 +78,7 @@ class SLAI(Policy):
         return self.decodes.deadline
 
     def schedule(self, view: EngineView) -> Plan:
-        b = BatchBuilder(view)
+        b = BatchBuilder(view, sarathi_rules=self.sarathi_rules)
         now = view.clock
         # No prefill can run (none paused, none admissible): when every decode fits, their order does not matter.
         if not self.paused and (b.seqs >= view.max_num_seqs or not view.waiting) and self._take_all(b, 0):
@@ -110,7 +112,8 @@ class SLAI(Policy):
 
     def _take_all(self, b: BatchBuilder, taken: int) -> bool:
         """The common steady state: every queued decode fits the budget, beta and KV (each needs at most one
-        block), so the loops would take them all, whatever their order; take them in one pass."""
+        block; with a free block for each, every decode also sees one free, as `sarathi_rules` asks), so the loops
+        would take them all, whatever their order; take them in one pass."""
         n = self.decodes.live()
         if not n or n > min(b.room, b.free) or taken + n > self.cfg.limit_total_decodes:
             return False

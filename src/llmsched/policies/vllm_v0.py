@@ -9,10 +9,11 @@ from llmsched.policies.plan import Plan
 
 class VLLMv0(Policy):
     name = "vllm"
+    sarathi_rules = True  # the reference's port of vLLM v0 runs on Sarathi-Serve's block manager
     defaults = {"token_budget": 8192, "max_num_seqs": 128}
 
     def schedule(self, view: EngineView) -> Plan:
-        b = BatchBuilder(view)
+        b = BatchBuilder(view, sarathi_rules=self.sarathi_rules)
         b.admit_waiting(view.waiting, whole=True)
         if b.plan.prefills:
             return b.plan

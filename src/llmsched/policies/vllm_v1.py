@@ -11,6 +11,7 @@ from llmsched.policies.plan import Plan
 
 class VLLMv1(Policy):
     name = "vllm-v1"
+    sarathi_rules = False  # vLLM v1's own rules: a decode needs a free block only when its last is full
     defaults = {"token_budget": 2048, "max_num_seqs": 128}
 
     def schedule(self, view: EngineView) -> Plan:
