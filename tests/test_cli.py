@@ -145,3 +145,21 @@ def test_simulate_a_hugging_face_model_directory_with_its_fitted_profile(capsys,
     (tmp_path / "other.json").write_text(json.dumps(fit))
     code, _, err = cli(capsys, *[str(tmp_path / "other.json") if a.endswith("fit.json") else a for a in args])
     assert code == 2 and "fitted for model 'another-model', not 'small-lm'" in err
+
+
+def test_over_long_requests_are_rejected_and_reported(capsys, write_trace):
+    trace = write_trace([(100, 5), (700, 400), (120, 5), (300, 10)])
+    code, out, _ = cli(capsys, "simulate", "--trace", trace, "--max-model-len", "1000", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["completed"] == 3 and summary["rejected"] == 1
+    assert summary["not_completed_reasons"] == {"prompt + output of 1100 tokens exceeds max_model_len 1000": 1}
+    code, out, _ = cli(capsys, "simulate", "--trace", trace, "--json")  # the model's 8,192 tokens fit them all
+    assert json.loads(out)["completed"] == 4
+
+
+def test_a_timed_trace_replays_its_arrivals_and_cannot_vary_the_rate(capsys, write_trace):
+    trace = write_trace([(100, 5, 0.0), (120, 5, 50.0)], "num_prefill_tokens,num_decode_tokens,arrived_at")
+    code, out, _ = cli(capsys, "simulate", "--trace", trace, "--qps", "100", "--json")
+    assert code == 0 and json.loads(out)["duration_s"] > 50  # the second request arrived at 50 s, not at 100 QPS
+    code, _, err = cli(capsys, "capacity", "--trace", trace)
+    assert code == 2 and "--arrival poisson-capped" in err

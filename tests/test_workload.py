@@ -4,11 +4,12 @@ import pytest
 from llmsched.errors import UserError
 from llmsched.workload import WorkloadConfig, build_requests, builtin_trace_path, load_trace, parse_tiers
 from llmsched.workload.arrivals import arrival_times
+from llmsched.workload.build import resolved_arrival
 
 
 @pytest.mark.parametrize("name,rows", [("paper", 30_731), ("sharegpt-v3", 17_083)])
 def test_builtin_traces_ship_and_are_valid(name, rows):
-    trace = load_trace(name, max_model_len=8192)
+    trace = load_trace(name)
     assert builtin_trace_path(name).exists()
     assert len(trace) == rows
     assert all(r.prompt_len > 0 and r.decode_len > 0 and r.prompt_len + r.decode_len <= 8192 for r in trace)
@@ -56,14 +57,13 @@ def test_bad_tier_specs(spec):
         ("num_prefill_tokens,num_decode_tokens", [(5, "x")], "line 2: num_decode_tokens is 'x'"),
         ("num_prefill_tokens,num_decode_tokens", [(5, 3), (0, 3)], "line 3: num_prefill_tokens is '0'"),
         ("num_prefill_tokens,num_decode_tokens", [(-4, 3)], "positive integer"),
-        ("num_prefill_tokens,num_decode_tokens", [(9000, 3)], "exceeds the model's max length 8192"),
         ("num_prefill_tokens,num_decode_tokens", [], "no requests"),
         ("num_prefill_tokens,num_decode_tokens,arrived_at", [(5, 3, "soon")], "arrived_at is 'soon'"),
     ],
 )
 def test_bad_traces(write_trace, header, rows, match):
     with pytest.raises(UserError, match=match):
-        load_trace(write_trace(rows, header), max_model_len=8192)
+        load_trace(write_trace(rows, header))
 
 
 def test_empty_file(tmp_path):
@@ -89,7 +89,7 @@ def test_trace_replay_and_qps_errors(write_trace):
     reqs, _ = build_requests(WorkloadConfig(trace=path, arrival="trace"))
     assert [r.arrival for r in reqs] == [0.0, 2.5]
     with pytest.raises(UserError, match="--qps"):
-        build_requests(WorkloadConfig(trace=path, qps=0))
+        build_requests(WorkloadConfig(trace=path, qps=0, arrival="poisson"))
     with pytest.raises(UserError, match="arrived_at"):
         build_requests(WorkloadConfig(trace=write_trace([(5, 3)], name="b.csv"), arrival="trace"))
 
@@ -103,3 +103,22 @@ def test_build_is_seeded_and_draws_tiers(write_trace):
     share = sum(r.tier == "a" for r in a) / len(a)
     assert 0.15 < share < 0.25
     assert all(r.tbt == (0.1 if r.tier == "a" else 0.5) and r.priority == (r.tier == "b") for r in a)
+
+
+def test_requests_over_the_context_are_rejected_one_by_one(write_trace):
+    path = write_trace([(5, 3), (9000, 3), (6, 2), (8190, 3)])
+    reqs, _ = build_requests(WorkloadConfig(trace=path, shuffle=False), max_model_len=8192)
+    assert [r.state for r in reqs] == ["waiting", "rejected", "waiting", "rejected"]
+    assert reqs[1].reason == "prompt + output of 9003 tokens exceeds max_model_len 8192"
+
+
+def test_arrived_at_is_replayed_by_default(write_trace):
+    timed = write_trace([(5, 3, 10.0), (6, 2, 12.5), (7, 2, 20.0)], "num_prefill_tokens,num_decode_tokens,arrived_at")
+    reqs, _ = build_requests(WorkloadConfig(trace=timed))
+    assert [(r.arrival, r.prompt_len) for r in reqs] == [(0.0, 5), (2.5, 6), (10.0, 7)]  # in the trace's order
+    drawn, _ = build_requests(WorkloadConfig(trace=timed, arrival="poisson-capped", qps=2.0))
+    assert [r.arrival for r in drawn] != [0.0, 2.5, 10.0] and drawn[0].arrival > 0
+    plain = write_trace([(5, 3), (6, 2)], name="plain.csv")
+    assert resolved_arrival(WorkloadConfig(trace=plain)) == "poisson-capped"
+    assert resolved_arrival(WorkloadConfig(trace=timed)) == "trace"
+    assert resolved_arrival(WorkloadConfig()) == "poisson-capped"  # the paper's trace has no arrived_at

@@ -11,6 +11,7 @@ from llmsched.commands.options import executor_options, parse_policies, spec_fro
 from llmsched.studies.capacity import search
 from llmsched.studies.executor import Executor
 from llmsched.studies.slo import parse_slo
+from llmsched.studies.spec import check_rate_varies
 
 
 @click.command(name="capacity")
@@ -49,6 +50,7 @@ def command(
     names = parse_policies(policies)
     target = parse_slo(slo)
     specs = [spec_from(name, start_qps, o) for name in names]
+    check_rate_varies(specs[0])
     with Executor(backend, workers, ray_address) as ex:
         searches = search(specs, target, ex, start_qps=start_qps, granularity=granularity, max_rounds=max_rounds)
     out = {

@@ -14,6 +14,7 @@ from llmsched.report.html import table_html, write_html
 from llmsched.report.plots import plot_details, plot_vs_qps
 from llmsched.studies.executor import Executor
 from llmsched.studies.grid import flatten, parse_grid, run_grid
+from llmsched.studies.spec import check_rate_varies
 
 TABLE_KEYS = ("completed", "unfinished", "median_ttft_ms", "p99_ttft_ms", "p99_itl_ms", "request_throughput")
 
@@ -43,6 +44,7 @@ def command(
     names = parse_policies(policies)
     grid = parse_grid(qps_grid)
     specs = [spec_from(name, grid[0], o) for name in names]
+    check_rate_varies(specs[0])
     with Executor(backend, workers, ray_address) as ex:
         summaries, details = run_grid(specs, grid, ex, cdf_qps)
     rows = [flatten(s) for s in summaries]

@@ -77,9 +77,9 @@ def workload_options(f: Callable) -> Callable:
         click.option(
             "--arrival",
             type=str,
-            default="poisson-capped",
-            show_default=True,
-            help=f"Arrival process: {', '.join(ARRIVALS)} (poisson-capped: the reference's, gaps capped at 3/qps).",
+            default=None,
+            help=f"Arrival process: {', '.join(ARRIVALS)}. Default: trace (its arrived_at) for a trace that has an "
+            "arrived_at column, else poisson-capped (the reference's: gaps capped at 3/qps).",
         ),
         click.option(
             "--burstiness",
@@ -123,6 +123,13 @@ def workload_options(f: Callable) -> Callable:
             default=16,
             show_default=True,
             help="Tokens per KV block (vLLM: 16 on GPUs, 128 on its CPU backend).",
+        ),
+        click.option(
+            "--max-model-len",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Context of the model (default: the model's); a longer request (prompt + output) is rejected, "
+            "counted and reported, as vLLM's server does.",
         ),
         click.option(
             "--time-limit",
@@ -179,6 +186,7 @@ def spec_from(policy: str, qps: float, o: dict[str, Any], **policy_options: Any)
         max_num_seqs=o["max_num_seqs"],
         num_blocks=o["num_blocks"],
         block_size=o["block_size"],
+        max_model_len=o["max_model_len"],
         time_limit=o["time_limit"],
         batch_overhead_s=o["batch_overhead_ms"] / 1e3,
         ttft_slo=o["ttft_slo"],

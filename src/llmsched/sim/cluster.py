@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from llmsched.records import BatchLog, RunResult
 from llmsched.routers import Router
 from llmsched.sim.engine import SimEngine
-from llmsched.workload.request import FINISHED, Request
+from llmsched.workload.request import FINISHED, REJECTED, Request
 
 
 @dataclass
@@ -58,6 +58,8 @@ class Cluster:
                 e.advance(r.arrival)
             while self._left and self._left[0][0] <= r.arrival:
                 self.router.settle(heapq.heappop(self._left)[1])
+            if r.state == REJECTED:  # refused on arrival (longer than the model's context): never routed
+                continue
             i = self.router.route(r.id, r.prompt_len, r.decode_len)
             routed[i].append(r)
             self.engines[i].add(r)

@@ -78,7 +78,12 @@ class SimEngine:
 
     def add(self, r: Request) -> None:
         """A request arrives. Arrivals come in time order, none before the start of the batch in progress;
-        an idle (or blocked) engine's clock moves to the arrival."""
+        an idle (or blocked) engine's clock moves to the arrival. A request rejected before it arrived (longer
+        than the model's context) is answered at once, as vLLM's server does."""
+        if r.state == REJECTED:
+            if self.on_done is not None:
+                self.on_done(r, r.arrival)
+            return
         if self._stalled and not self._stopped:
             self.now = max(self.now, r.arrival)
             self._stalled = False

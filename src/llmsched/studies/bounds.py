@@ -8,20 +8,23 @@ from dataclasses import replace
 from functools import lru_cache
 
 from llmsched.errors import UserError
-from llmsched.perf import get_model
-from llmsched.studies.spec import RunSpec, engine_config, perf_model, replica_specs
+from llmsched.studies.spec import RunSpec, engine_config, max_model_len, perf_model, replica_specs
 from llmsched.theory import Bound, Limits, Tile, WorkloadStats, cached_tile
 from llmsched.workload import WorkloadConfig, build_requests
+from llmsched.workload.request import REJECTED
 
 
 def workload_stats(spec: RunSpec) -> WorkloadStats:
     """Means over the requests the spec's workload draws (the rate does not change them)."""
-    return _stats(replace(spec.workload, qps=1.0), get_model(spec.model).max_len)
+    return _stats(replace(spec.workload, qps=1.0), max_model_len(spec))
 
 
 @lru_cache(maxsize=16)
 def _stats(workload: WorkloadConfig, max_len: int) -> WorkloadStats:
-    requests, _ = build_requests(workload, max_len)
+    """Means over the requests the engine serves: those longer than `max_len` are rejected on arrival."""
+    requests = [r for r in build_requests(workload, max_len)[0] if r.state != REJECTED]
+    if not requests:
+        raise UserError(f"every request of the trace is longer than max_model_len {max_len}")
     return WorkloadStats.of([r.prompt_len for r in requests], [r.decode_len for r in requests])
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from llmsched.metrics import summarize
-from llmsched.perf import get_model
 from llmsched.policies import make_policy
 from llmsched.records import RunResult
 from llmsched.routers import make_router
 from llmsched.sim.cluster import Cluster, ClusterResult
 from llmsched.sim.engine import SimEngine
 from llmsched.studies.bounds import replica_tile
-from llmsched.studies.spec import RunSpec, engine_config, perf_model, replica_specs, validate
+from llmsched.studies.spec import RunSpec, engine_config, max_model_len, perf_model, replica_specs, validate
 from llmsched.workload import build_requests
 from llmsched.workload.trace import TraceRow
 
@@ -25,8 +24,7 @@ def replica_engine(spec: RunSpec) -> SimEngine:
 
 def run(spec: RunSpec, rows: list[TraceRow] | None = None) -> tuple[RunResult, dict]:
     validate(spec)
-    model = get_model(spec.model)
-    requests, tiers = build_requests(spec.workload, model.max_len, rows)
+    requests, tiers = build_requests(spec.workload, max_model_len(spec), rows)
     specs = replica_specs(spec)
     if spec.replicas is None:
         result = replica_engine(spec).run(requests)

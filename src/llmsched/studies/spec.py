@@ -13,6 +13,7 @@ from llmsched.policies import make_policy, policy_defaults
 from llmsched.routers import check_router
 from llmsched.sim.engine import EngineConfig
 from llmsched.workload import WorkloadConfig, parse_tiers
+from llmsched.workload.build import resolved_arrival
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class RunSpec:
     max_num_seqs: int | None = None
     num_blocks: int | None = None  # None: from GPU memory, utilisation and the model
     block_size: int = 16
+    max_model_len: int | None = None  # None: the model's context; longer requests are rejected one by one
     time_limit: float | None = None
     batch_overhead_s: float = 0.0
     ttft_slo: float | None = None
@@ -45,7 +47,7 @@ def validate(spec: RunSpec) -> None:
     if spec.perf_model:
         perf_model(spec)
     parse_tiers(spec.workload.tiers)
-    for name in ("token_budget", "max_num_seqs", "num_blocks", "block_size"):
+    for name in ("token_budget", "max_num_seqs", "num_blocks", "block_size", "max_model_len"):
         value = getattr(spec, name)
         if value is not None and value <= 0:
             raise UserError(f"--{name.replace('_', '-')} is {value}, expected a positive integer")
@@ -53,10 +55,19 @@ def validate(spec: RunSpec) -> None:
         raise UserError(f"--batch-overhead-ms is {spec.batch_overhead_s * 1e3:g}, expected >= 0")
     if spec.time_limit is not None and spec.time_limit <= 0:
         raise UserError(f"--time-limit is {spec.time_limit}, expected positive seconds")
-    if spec.workload.arrival != "trace" and not spec.workload.qps > 0:
+    if resolved_arrival(spec.workload) != "trace" and not spec.workload.qps > 0:
         raise UserError(f"--qps is {spec.workload.qps}, expected a positive number of requests per second")
     check_router(spec.router)
     replica_specs(spec)
+
+
+def check_rate_varies(spec: RunSpec) -> None:
+    """For the commands that vary the arrival rate: arrivals replayed from the trace would not follow it."""
+    if resolved_arrival(spec.workload) == "trace":
+        raise UserError(
+            "arrivals replay the trace's arrived_at, so the rate cannot vary: give --arrival poisson-capped (or "
+            "poisson, gamma) to draw arrivals at each QPS"
+        )
 
 
 def replica_specs(spec: RunSpec) -> list[RunSpec]:
@@ -90,6 +101,11 @@ def _loaded_perf_model(path: str, model: str) -> PerfModel:
     return load_perf_model(path, model)
 
 
+def max_model_len(spec: RunSpec) -> int:
+    """--max-model-len, else the model's context."""
+    return spec.max_model_len or get_model(spec.model).max_len
+
+
 def engine_config(spec: RunSpec) -> EngineConfig:
     model, gpu = get_model(spec.model), get_gpu(spec.gpu)
     defaults = policy_defaults(spec.policy)
@@ -98,7 +114,7 @@ def engine_config(spec: RunSpec) -> EngineConfig:
         token_budget=spec.token_budget or defaults["token_budget"],
         max_num_seqs=spec.max_num_seqs or defaults["max_num_seqs"],
         block_size=spec.block_size,
-        max_model_len=model.max_len,
+        max_model_len=max_model_len(spec),
         time_limit=spec.time_limit,
         batch_overhead_s=spec.batch_overhead_s,
     )

@@ -8,9 +8,9 @@ import numpy as np
 
 from llmsched.errors import UserError
 from llmsched.workload.arrivals import arrival_times
-from llmsched.workload.request import Request
+from llmsched.workload.request import REJECTED, Request
 from llmsched.workload.tiers import SLOTier, parse_tiers
-from llmsched.workload.trace import TraceRow, load_trace
+from llmsched.workload.trace import TraceRow, has_arrivals, load_trace
 
 
 @dataclass(frozen=True)
@@ -18,11 +18,20 @@ class WorkloadConfig:
     trace: str | None = None  # a built-in trace's name or a CSV path; None: the paper's trace
     num_requests: int | None = None  # None: every row
     qps: float = 1.0
-    arrival: str = "poisson-capped"  # the reference's
+    arrival: str | None = None  # None: `trace` for a trace with arrived_at, else poisson-capped (the reference's)
     burstiness: float = 1.0
     tiers: str | None = None
     seed: int = 42
     shuffle: bool = True
+
+
+def resolved_arrival(cfg: WorkloadConfig, rows: list[TraceRow] | None = None) -> str:
+    """`cfg.arrival`, or by default `trace` for a trace with an arrived_at column (its arrivals replayed), else
+    poisson-capped (the reference's)."""
+    if cfg.arrival:
+        return cfg.arrival
+    timed = rows[0].arrived_at is not None if rows else has_arrivals(cfg.trace)
+    return "trace" if timed else "poisson-capped"
 
 
 def reference_order(n: int, seed: int) -> np.ndarray:
@@ -43,23 +52,40 @@ def build_requests(
     cfg: WorkloadConfig, max_model_len: int | None = None, rows: list[TraceRow] | None = None
 ) -> tuple[list[Request], list[SLOTier]]:
     """Requests sorted by arrival. Rows are shuffled as the reference's loader does (`reference_order`), then the
-    first `num_requests` are taken; arrivals follow `cfg.arrival`; tiers are drawn as the reference does."""
+    first `num_requests` are taken; arrivals follow `cfg.arrival` (by default the trace's `arrived_at` when it has
+    that column); tiers are drawn as the reference does. With `max_model_len`, requests longer than it are rejected
+    (`reject_over_length`)."""
     tiers = parse_tiers(cfg.tiers)
     if rows is None:
-        rows = load_trace(cfg.trace, max_model_len)
+        rows = load_trace(cfg.trace)
+    arrival = resolved_arrival(cfg, rows)
     if cfg.num_requests is not None and cfg.num_requests <= 0:
         raise UserError(f"--num-requests is {cfg.num_requests}, expected a positive integer")
-    shuffle = cfg.shuffle and cfg.arrival != "trace"
+    shuffle = cfg.shuffle and arrival != "trace"
     order = reference_order(len(rows), cfg.seed) if shuffle else np.arange(len(rows))
     n = len(rows) if cfg.num_requests is None else cfg.num_requests
     if n > len(rows):  # sample with replacement beyond the trace's length, still seeded
         extra = np.random.default_rng((cfg.seed, 2)).integers(0, len(rows), n - len(rows))
         order = np.concatenate([order, extra])
     picked = [rows[i] for i in order[:n]]
-    times = arrival_times(cfg.arrival, n, cfg.qps, cfg.seed, cfg.burstiness, [r.arrived_at for r in picked])
+    times = arrival_times(arrival, n, cfg.qps, cfg.seed, cfg.burstiness, [r.arrived_at for r in picked])
     tier_idx = reference_tiers(tiers, n, cfg.seed)
     requests = [
         Request(i, float(times[i]), row.prompt_len, row.decode_len, tiers[k].name, tiers[k].tbt, tiers[k].priority)
         for i, (row, k) in enumerate(zip(picked, tier_idx, strict=True))
     ]
+    if max_model_len is not None:
+        reject_over_length(requests, max_model_len)
     return requests, tiers
+
+
+def reject_over_length(requests: list[Request], max_model_len: int) -> int:
+    """Mark each request whose prompt and output exceed the model's context rejected, with the reason, as vLLM's
+    server answers such a request on arrival (the engines skip them; metrics count them). Returns how many."""
+    rejected = 0
+    for r in requests:
+        if r.prompt_len + r.decode_len > max_model_len:
+            r.state = REJECTED
+            r.reason = f"prompt + output of {r.prompt_len + r.decode_len} tokens exceeds max_model_len {max_model_len}"
+            rejected += 1
+    return rejected

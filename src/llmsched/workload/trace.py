@@ -30,6 +30,16 @@ def builtin_trace_path(name: str = DEFAULT_TRACE) -> Path:
     return Path(str(resources.files("llmsched.workload") / "data" / BUILTIN_TRACES[name]))
 
 
+def has_arrivals(trace: str | Path | None) -> bool:
+    """The trace has an `arrived_at` column (its header says so; the rows are checked when loaded)."""
+    path = trace_path(trace)
+    try:
+        with open(path, newline="") as f:
+            return "arrived_at" in (csv.DictReader(f).fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False  # load_trace reports the file's problem
+
+
 def trace_path(trace: str | Path | None) -> Path:
     """A built-in trace's file by its name (None: the paper's), else the path given (`./paper` for a file so named)."""
     if trace is None or (isinstance(trace, str) and trace in BUILTIN_TRACES):
@@ -37,8 +47,9 @@ def trace_path(trace: str | Path | None) -> Path:
     return Path(trace)
 
 
-def load_trace(trace: str | Path | None, max_model_len: int | None = None) -> list[TraceRow]:
-    """Read and validate a trace: a built-in one by name (None: the paper's), or a CSV file."""
+def load_trace(trace: str | Path | None) -> list[TraceRow]:
+    """Read and validate a trace: a built-in one by name (None: the paper's), or a CSV file. Rows longer than a
+    model's context are kept: the requests built from them are rejected one by one (`build_requests`)."""
     path = trace_path(trace)
     try:
         with open(path, newline="") as f:
@@ -50,7 +61,7 @@ def load_trace(trace: str | Path | None, max_model_len: int | None = None) -> li
             if missing:
                 raise UserError(f"{path}: missing column {missing[0]!r} (have: {','.join(header)})")
             has_arrival = "arrived_at" in header
-            rows = [_row(path, i + 2, rec, has_arrival, max_model_len) for i, rec in enumerate(reader)]
+            rows = [_row(path, i + 2, rec, has_arrival) for i, rec in enumerate(reader)]
     except OSError as e:
         raise UserError(f"{path}: cannot read trace ({e.strerror or e})") from None
     except UnicodeDecodeError:
@@ -60,7 +71,7 @@ def load_trace(trace: str | Path | None, max_model_len: int | None = None) -> li
     return rows
 
 
-def _row(path: Path, line: int, rec: dict, has_arrival: bool, max_model_len: int | None) -> TraceRow:
+def _row(path: Path, line: int, rec: dict, has_arrival: bool) -> TraceRow:
     def integer(col: str) -> int:
         text = (rec.get(col) or "").strip()
         try:
@@ -72,11 +83,6 @@ def _row(path: Path, line: int, rec: dict, has_arrival: bool, max_model_len: int
         return int(value)
 
     prompt, decode = integer("num_prefill_tokens"), integer("num_decode_tokens")
-    if max_model_len is not None and prompt + decode > max_model_len:
-        raise UserError(
-            f"{path}: line {line}: num_prefill_tokens + num_decode_tokens = {prompt + decode} exceeds the "
-            f"model's max length {max_model_len}"
-        )
     arrived_at = None
     if has_arrival:
         text = (rec.get("arrived_at") or "").strip()

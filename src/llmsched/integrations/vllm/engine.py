@@ -182,9 +182,10 @@ def replay(
     recorder = StepRecorder(sched)
     vocab = engine.model_config.get_vocab_size()
     prompts = random_prompts(requests, vocab, seed)
-    order = sorted(range(len(requests)), key=lambda k: (requests[k].arrival, requests[k].id))
+    sent = [k for k in range(len(requests)) if requests[k].state != REJECTED]  # over-long: refused, never sent
+    order = sorted(sent, key=lambda k: (requests[k].arrival, requests[k].id))
     by_id = {str(r.id): r for r in requests}
-    a0 = requests[order[0]].arrival if requests else 0.0
+    a0 = requests[order[0]].arrival if order else 0.0
     t0 = time.monotonic()
     i, n = 0, len(order)
     while i < n or engine.has_unfinished_requests():
