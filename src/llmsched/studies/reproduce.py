@@ -1,10 +1,12 @@
 """The paper's headline comparison, Sarathi-Serve (FCFS) vs SLAI, under the reference protocol
 (shared/reference/paper.md section 5):
 
-- Mistral-7B on one RTX 6000 Ada (calibrated roofline), token budget 512, max_num_seqs 128, KV pool from
-  memory x 0.9; SLAI's final variant (SPF, paying tier first, dynamic offset 5/10 at 96% KV, beta 128).
-- 16,384 requests of the trace, shuffled with seed 42; Poisson arrivals with gaps capped at 3/qps;
-  5% paying users with TBT 0.1 s, 95% free with 0.5 s; each run stops at 2,100 simulated seconds and,
+- Mistral-7B on one RTX 6000 Ada (calibrated roofline, KV reads at 80% of the bandwidth), token budget 512,
+  max_num_seqs 128, the reference's KV pool (14,733 blocks); SLAI's final variant (SPF, paying tier first, dynamic
+  offset 5/10 at 96% KV, beta 128); Sarathi-Serve's KV rules (docs/simulator.md).
+- 16,384 requests of the paper's trace in the reference loader's order (seed 42); the reference's Poisson
+  arrivals with gaps capped at 3/qps; 5% paying users with TBT 0.1 s, 95% free with 0.5 s, drawn as the
+  reference does; each run stops at 2,100 simulated seconds and,
   as in the reference, metrics cover the requests completed by then.
 - Capacity: the highest QPS with median TTFT <= 0.5 s and each tier's p99 TBT within its TBT (the paper's
   SLO) and a bounded queue (bisection, see studies/capacity.py). Without the queue check, metrics over completed
