@@ -62,6 +62,8 @@ async def replay(url: str, requests, vocab: int, seed: int) -> Replayed:
 
     async def one(k: int, client) -> None:
         r = requests[k]
+        if r.state == REJECTED:  # longer than the model's context: refused before it is sent (build_requests)
+            return
         await asyncio.sleep(max(0.0, t0 + r.arrival - time.monotonic()))
         body = {"prompt": prompts[k], "max_tokens": r.decode_len, "ignore_eos": True, "stream": True, "tier": r.tier}
         r.token_times, r.generated = [], 0
