@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         click.echo(f"llmsched: error: {e}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("llmsched: aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
