@@ -29,9 +29,9 @@ def perf(gpu: str):
 
 def test_parse_replicas():
     assert parse_replicas("3", "a100-80gb") == ["a100-80gb"] * 3
-    assert parse_replicas("rtx6000ada:2, a100:1", "x") == ["rtx6000ada", "rtx6000ada", "a100-80gb"]
+    assert parse_replicas("rtx6000ada:2, a100-80gb:1", "x") == ["rtx6000ada", "rtx6000ada", "a100-80gb"]
     assert parse_replicas("h100-80gb", "x") == ["h100-80gb"]
-    for bad in ("0", "", "tpu:2", "a100:0", "a100:x", "rtx6000ada:2,"):
+    for bad in ("0", "", "tpu:2", "a100:2", "a100-80gb:0", "a100-80gb:x", "rtx6000ada:2,"):
         with pytest.raises(UserError, match="--replicas"):
             parse_replicas(bad, "rtx6000ada")
 

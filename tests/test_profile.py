@@ -66,7 +66,7 @@ def test_unknown_grid(tiny: ModelSpec, tmp_path: Path, capsys: pytest.CaptureFix
     assert (
         run(["profile", "--model", "tiny", "--device", "cpu", "--grid", "huge", "--out", str(tmp_path / "p.csv")]) == 2
     )
-    assert "--grid is 'huge'" in capsys.readouterr().err
+    assert "Invalid value for '--grid': 'huge'" in capsys.readouterr().err
 
 
 def test_cpu_profile_writes_a_csv_that_perf_model_loads(
@@ -116,6 +116,9 @@ def test_vllm_backend_missing_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.setitem(sys.modules, "llmsched.integrations.vllm.profiler", None)
+    cfg = {"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "head_dim": 64, "intermediate_size": 512, "vocab_size": 1000, "max_position_embeddings": 4096}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
     assert run(["profile", "--backend", "vllm", "--model", str(tmp_path), "--out", str(tmp_path / "p.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--backend vllm" in err
@@ -159,4 +162,4 @@ def test_refit_a_vllm_profile_names_its_model_directory(tmp_path: Path, capsys: 
     assert run(["profile", "--refit", str(profile), "--model", str(model), "--fit-out", str(fit_out)]) == 0
     assert "fit, 5-fold:" in capsys.readouterr().out and json.loads(fit_out.read_text())["model"] == "refit-lm"
     assert run(["profile", "--refit", str(profile), "--model", str(model), "--steps-out", str(tmp_path / "s")]) == 2
-    assert "--steps-out is for measuring with --backend vllm" in capsys.readouterr().err
+    assert "--steps-out applies only when measuring, not with --refit" in capsys.readouterr().err

@@ -83,7 +83,7 @@ def test_compare_and_capacity_with_replicas(write_trace, tmp_path, capsys):
             "--policies",
             "rad",
             "--replicas",
-            "rtx6000ada:1,a100:1",
+            "rtx6000ada:1,a100-80gb:1",
             "--router",
             "jsq",
             "--qps",

@@ -16,10 +16,12 @@ def model_dir(tmp_path):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["--replicas", "0"], "--replicas is '0', expected a positive integer"),
-        (["--replicas", "two"], "--replicas is 'two'"),
-        (["--router", "fastest"], "--router is 'fastest', expected one of round-robin"),
-        (["--policy", "orca"], "--policy is 'orca', expected one of slai, sarathi"),
+        (["--replicas", "0"], "Invalid value for '--replicas': 0 is not in the range x>=1"),
+        (["--replicas", "two"], "Invalid value for '--replicas': 'two' is not a valid integer"),
+        (["--router", "fastest"], "Invalid value for '--router': 'fastest' is not one of 'round-robin'"),
+        (["--policy", "orca"], "Invalid value for '--policy': 'orca' is not one of 'slai', 'sarathi'"),
+        (["--port", "70000"], "Invalid value for '--port'"),
+        (["--cpus-per-replica", "0"], "Invalid value for '--cpus-per-replica'"),
         (["--replicas", "2", "--replica-options", "max_num_seqs=4"], "given 1 times, expected once per replica (2)"),
         (["--replica-options", "max_num_seqs=-1"], "max_num_seqs='-1', expected a positive number"),
         (["--replica-options", "speed=3"], "'speed=3' is not KEY=VALUE"),

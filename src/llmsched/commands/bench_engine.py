@@ -9,24 +9,9 @@ from typing import Any
 
 import click
 
-from llmsched.errors import UserError
+from llmsched.commands.options import POSITIVE, POSITIVE_INT, SEED, NameList, writable_dir
+from llmsched.integrations.vllm.engine import DEFAULT_POLICY
 from llmsched.policies import POLICIES
-
-
-def parse_engine_policies(text: str) -> list[str]:
-    from llmsched.integrations.vllm.engine import DEFAULT_POLICY
-
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    if not names:
-        raise UserError("--policies is empty")
-    for name in names:
-        if name != DEFAULT_POLICY and name not in POLICIES:
-            raise UserError(
-                f"--policies: unknown policy {name!r}, expected {DEFAULT_POLICY} or one of {', '.join(POLICIES)}"
-            )
-    if len(set(names)) != len(names):
-        raise UserError("--policies: a policy is named twice")
-    return names
 
 
 def model_max_len(model_dir: str) -> int:
@@ -80,9 +65,13 @@ def run_policy(
 @click.command("bench-engine")
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="HF model directory.")
 @click.option(
-    "--policies", default="vllm-default,slai", show_default=True, help="vllm-default and/or llmsched policies."
+    "--policies",
+    type=NameList([DEFAULT_POLICY, *POLICIES]),
+    default="vllm-default,slai",
+    show_default=True,
+    help="vllm-default and/or llmsched policies.",
 )
-@click.option("--qps", type=float, required=True, help="Mean Poisson arrival rate (requests/s).")
+@click.option("--qps", type=POSITIVE, required=True, help="Mean Poisson arrival rate (requests/s).")
 @click.option(
     "--trace",
     type=click.Path(dir_okay=False),
@@ -90,13 +79,15 @@ def run_policy(
     show_default=True,
     help="Trace: sharegpt-v3 (ShareGPT V3, Mistral tokenizer), paper, or a CSV file.",
 )
-@click.option("--num-requests", type=int, default=100, show_default=True)
+@click.option("--num-requests", type=POSITIVE_INT, default=100, show_default=True)
 @click.option("--tiers", type=str, default=None, help='SLO tiers, e.g. "paying:0.05:tbt=0.1,free:0.95:tbt=0.5".')
-@click.option("--token-budget", type=int, default=512, show_default=True, help="max_num_batched_tokens, every policy.")
-@click.option("--max-num-seqs", type=int, default=128, show_default=True)
-@click.option("--kv-cache-gib", type=float, default=2.0, show_default=True, help="VLLM_CPU_KVCACHE_SPACE.")
-@click.option("--time-limit", type=float, default=None, help="Stop each run after this many seconds.")
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--token-budget", type=POSITIVE_INT, default=512, show_default=True, help="max_num_batched_tokens, every policy."
+)
+@click.option("--max-num-seqs", type=POSITIVE_INT, default=128, show_default=True)
+@click.option("--kv-cache-gib", type=POSITIVE, default=2.0, show_default=True, help="VLLM_CPU_KVCACHE_SPACE.")
+@click.option("--time-limit", type=POSITIVE, default=None, help="Stop each run after this many seconds.")
+@click.option("--seed", type=SEED, default=42, show_default=True)
 @click.option(
     "--compile",
     "use_compile",
@@ -108,6 +99,7 @@ def run_policy(
     "--steps-out",
     type=click.Path(file_okay=False),
     default=None,
+    callback=writable_dir,
     help="Write each step's batch shape and time to DIR/<policy>.csv (compare with a batch-time model).",
 )
 @click.option(
@@ -119,7 +111,7 @@ def run_policy(
 @click.option("--json", "as_json", is_flag=True, help='Print {"policies": {name: summary}} only.')
 def command(
     model_dir: str,
-    policies: str,
+    policies: list[str],
     qps: float,
     trace: str,
     num_requests: int,
@@ -140,12 +132,6 @@ def command(
     from llmsched.report.text import format_summary
     from llmsched.workload import WorkloadConfig, parse_tiers
 
-    names = parse_engine_policies(policies)
-    for flag, v in (("qps", qps), ("num-requests", num_requests), ("token-budget", token_budget)):
-        if not v > 0:
-            raise UserError(f"--{flag} is {v}, expected a positive number")
-    if max_num_seqs <= 0 or kv_cache_gib <= 0 or (time_limit is not None and time_limit <= 0):
-        raise UserError("--max-num-seqs, --kv-cache-gib and --time-limit must be positive")
     parse_tiers(tiers)
     check_model_dir(model_dir)
     max_len = model_max_len(model_dir)
@@ -157,7 +143,7 @@ def command(
         if folder is not None:
             os.makedirs(folder, exist_ok=True)
     out: dict[str, dict] = {}
-    for name in names:
+    for name in policies:
         path = os.path.join(steps_out, f"{name}.csv") if steps_out is not None else None
         log_path = os.path.join(run_log, f"{name}.json") if run_log is not None else None
         _, out[name] = run_policy(setup, name, wl, max_len, time_limit, path, log_path)

@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from llmsched.commands.options import executor_options, parse_policies, spec_from, workload_options
+from llmsched.commands.options import (
+    POLICY_LIST,
+    POSITIVE,
+    POSITIVE_INT,
+    check_executor_flags,
+    executor_options,
+    spec_from,
+    workload_options,
+)
 from llmsched.studies.capacity import search
 from llmsched.studies.executor import Executor
 from llmsched.studies.slo import parse_slo
@@ -15,27 +23,29 @@ from llmsched.studies.spec import check_rate_varies
 
 
 @click.command(name="capacity")
-@click.option("--policies", type=str, default="sarathi,slai", show_default=True, help="Comma-separated policies.")
+@click.option(
+    "--policies", type=POLICY_LIST, default="sarathi,slai", show_default=True, help="Comma-separated policies."
+)
 @click.option(
     "--slo",
     type=str,
     default=None,
     help='SLO, e.g. "ttft_p50<=0.5,tbt_p99<=tier" (the paper\'s, default), or "stable".',
 )
-@click.option("--start-qps", type=float, default=2.0, show_default=True, help="Top of the first bracket.")
+@click.option("--start-qps", type=POSITIVE, default=2.0, show_default=True, help="Top of the first bracket.")
 @click.option(
     "--granularity",
-    type=float,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=0.025,
     show_default=True,
     help="Stop when the bracket is narrower than this fraction of its top.",
 )
-@click.option("--max-rounds", type=int, default=12, show_default=True)
+@click.option("--max-rounds", type=POSITIVE_INT, default=12, show_default=True)
 @workload_options
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (nothing else on stdout).")
 def command(
-    policies: str,
+    policies: list[str],
     slo: str | None,
     start_qps: float,
     granularity: float,
@@ -47,9 +57,9 @@ def command(
     **o: Any,
 ) -> None:
     """Bisect on QPS for the highest rate whose run meets the SLO, for each policy (runs in parallel)."""
-    names = parse_policies(policies)
+    check_executor_flags(backend)
     target = parse_slo(slo)
-    specs = [spec_from(name, start_qps, o) for name in names]
+    specs = [spec_from(name, start_qps, o) for name in policies]
     check_rate_varies(specs[0])
     with Executor(backend, workers, ray_address) as ex:
         searches = search(specs, target, ex, start_qps=start_qps, granularity=granularity, max_rounds=max_rounds)

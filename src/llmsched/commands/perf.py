@@ -6,17 +6,22 @@ import json
 
 import click
 
+from llmsched.commands.options import GPU, MODEL, NON_NEGATIVE_INT
 from llmsched.errors import UserError
 
 
 @click.command(name="perf")
-@click.option("--model", type=str, default="mistral-7b", show_default=True)
-@click.option("--gpu", type=str, default="rtx6000ada", show_default=True)
-@click.option("--prefill-tokens", type=int, default=0, show_default=True, help="Tokens of the prefill chunk.")
-@click.option("--decodes", type=int, default=0, show_default=True, help="Decode sequences in the batch.")
-@click.option("--context", type=int, default=None, help="Tokens already cached, for the chunk and each decode.")
-@click.option("--prefill-context", type=int, default=None, help="Tokens already cached for the chunk.")
-@click.option("--decode-context", type=int, default=None, help="Tokens already cached for each decode.")
+@click.option("--model", type=MODEL, default="mistral-7b", show_default=True)
+@click.option("--gpu", type=GPU, default="rtx6000ada", show_default=True)
+@click.option(
+    "--prefill-tokens", type=NON_NEGATIVE_INT, default=0, show_default=True, help="Tokens of the prefill chunk."
+)
+@click.option("--decodes", type=NON_NEGATIVE_INT, default=0, show_default=True, help="Decode sequences in the batch.")
+@click.option(
+    "--context", type=NON_NEGATIVE_INT, default=None, help="Tokens already cached, for the chunk and each decode."
+)
+@click.option("--prefill-context", type=NON_NEGATIVE_INT, default=None, help="Tokens already cached for the chunk.")
+@click.option("--decode-context", type=NON_NEGATIVE_INT, default=None, help="Tokens already cached for each decode.")
 @click.option(
     "--perf-model",
     type=click.Path(dir_okay=False),
@@ -36,25 +41,23 @@ def command(
     as_json: bool,
 ) -> None:
     """Batch time of one batch: a prefill chunk of N tokens plus D decodes."""
-    from llmsched.perf import BatchShape, get_gpu, get_model
+    from llmsched.perf import BatchShape, get_model
 
     pc = prefill_context if prefill_context is not None else (context or 0)
     dc = decode_context if decode_context is not None else (context or 0)
-    for name, v in (
-        ("prefill-tokens", prefill_tokens),
-        ("decodes", decodes),
-        ("prefill-context", pc),
-        ("decode-context", dc),
-    ):
-        if v < 0:
-            raise UserError(f"--{name} is {v}, expected a non-negative integer")
     if prefill_tokens + decodes == 0:
         raise UserError("--prefill-tokens and --decodes are both 0: the batch is empty")
     from llmsched.studies.spec import RunSpec
     from llmsched.studies.spec import perf_model as model_of
 
-    get_model(model)
-    get_gpu(gpu)
+    spec = get_model(model)
+    if prefill_tokens and pc + prefill_tokens > spec.max_len:
+        raise UserError(
+            f"--prefill-tokens {prefill_tokens} at context {pc} reach token {pc + prefill_tokens}, beyond "
+            f"{spec.name}'s {spec.max_len}-token context"
+        )
+    if decodes and dc + 1 > spec.max_len:
+        raise UserError(f"--decode-context {dc}: a decode there is beyond {spec.name}'s {spec.max_len}-token context")
     m = model_of(RunSpec(model=model, gpu=gpu, perf_model=perf_model))
     shape = BatchShape.of([(prefill_tokens, pc)] if prefill_tokens else [], [dc] * decodes)
     ms = m.batch_time(shape) * 1e3

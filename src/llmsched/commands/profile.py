@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from llmsched.commands.options import MODEL, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, only_with, writable_file
 from llmsched.errors import UserError
 
 
@@ -38,23 +39,36 @@ def _report(csv_path: Path, model: str, fit_out: str | None) -> None:
 @click.option("--backend", type=click.Choice(["torch", "vllm"]), default="torch", show_default=True)
 @click.option(
     "--model",
-    type=str,
+    type=MODEL,
     default=None,
-    help="torch: a catalog model (its shape, random weights); vllm: a model directory.",
+    help="torch: a catalog model or model directory (its shape, random weights); vllm: a model directory.",
 )
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None, help="torch: default cuda if present.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Profile CSV to write.")
-@click.option("--budget-s", type=float, default=None, help="Stop after this many seconds, keeping what was measured.")
-@click.option("--grid", "grid_name", type=str, default="default", show_default=True, help="torch: default or quick.")
-@click.option("--warmup", type=int, default=3, show_default=True, help="torch: untimed replays per shape.")
-@click.option("--reps", type=int, default=10, show_default=True, help="torch: timed replays per shape.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, callback=writable_file, help="Profile CSV to write."
+)
+@click.option(
+    "--budget-s", type=POSITIVE, default=None, help="Stop after this many seconds, keeping what was measured."
+)
+@click.option(
+    "--grid", "grid_name", type=click.Choice(["default", "quick"]), default="default", show_default=True, help="torch."
+)
+@click.option("--warmup", type=NON_NEGATIVE_INT, default=3, show_default=True, help="torch: untimed replays per shape.")
+@click.option("--reps", type=POSITIVE_INT, default=10, show_default=True, help="torch: timed replays per shape.")
 @click.option(
     "--steps-out",
     type=click.Path(dir_okay=False),
     default=None,
+    callback=writable_file,
     help="vllm: also write every timed step (BatchShape fields, step_ms) in measured order to this CSV.",
 )
-@click.option("--fit-out", type=click.Path(dir_okay=False), default=None, help="Also write the fitted model (JSON).")
+@click.option(
+    "--fit-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    callback=writable_file,
+    help="Also write the fitted model (JSON).",
+)
 @click.option(
     "--refit",
     type=click.Path(dir_okay=False),
@@ -78,12 +92,11 @@ def command(
 
     The CSV goes to --perf-model of simulate, perf and capacity.
     """
-    if budget_s is not None and not budget_s > 0:
-        raise UserError(f"--budget-s is {budget_s}, expected positive seconds")
-    if steps_out is not None and (backend != "vllm" or refit):
-        raise UserError(
-            "--steps-out is for measuring with --backend vllm (the torch profiler times replays, not steps)"
-        )
+    for flag in ("--out", "--budget-s", "--device", "--grid", "--warmup", "--reps", "--steps-out"):
+        only_with(flag, not refit, "when measuring, not with --refit")
+    for flag in ("--device", "--grid", "--warmup", "--reps"):
+        only_with(flag, backend == "torch", "with --backend torch")
+    only_with("--steps-out", backend == "vllm", "with --backend vllm (the torch profiler times replays, not steps)")
     if refit:
         from llmsched.perf.fitted import load_profile
 
@@ -106,7 +119,7 @@ def command(
     from llmsched.perf.profile_torch import run_profile
 
     spec = get_model(model)
-    path = Path(out or f"profile_{model}.csv")
+    path = Path(out or writable_file(click.get_current_context(), None, f"profile_{model}.csv"))
     result = run_profile(spec, path, device, grid_name, budget_s, warmup, reps)
     click.echo(
         f"wrote {path}: {len(result.timings)} shapes in {result.total_s:.1f} s "
@@ -124,6 +137,6 @@ def _vllm(model_dir: str, out: str | None, budget_s: float | None, steps_out: st
         from llmsched.integrations.vllm.profiler import run_profile
     except ImportError as e:
         raise UserError(f"--backend vllm: cannot import llmsched.integrations.vllm.profiler ({e})") from None
-    path = out or "profile_vllm.csv"
+    path = out or writable_file(click.get_current_context(), None, "profile_vllm.csv")
     run_profile(model_dir, path, budget_s, steps_out)
     click.echo(f"wrote {path}" + (f" and {steps_out}" if steps_out else ""))

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
-from llmsched.commands.options import executor_options
+from llmsched.commands.options import POSITIVE, POSITIVE_INT, check_executor_flags, executor_options, writable_dir
 from llmsched.report.html import table_html, write_html
-from llmsched.report.plots import plot_details
 from llmsched.studies.executor import Executor
 from llmsched.studies.reproduce import PAPER, reproduce
 
@@ -26,14 +25,15 @@ def _pct(x: float | None) -> str:
     default=None,
     help="Trace: paper (default: the paper's Openchat ShareGPT4 lengths), sharegpt-v3, or a CSV file.",
 )
-@click.option("--num-requests", type=int, default=16384, show_default=True)
-@click.option("--time-limit", type=float, default=2100.0, show_default=True, help="Simulated seconds per run.")
+@click.option("--num-requests", type=POSITIVE_INT, default=16384, show_default=True)
+@click.option("--time-limit", type=POSITIVE, default=2100.0, show_default=True, help="Simulated seconds per run.")
 @executor_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
     default="llmsched-reproduce",
     show_default=True,
+    callback=writable_dir,
     help="Where report.html, plots and result.json go.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (nothing else on stdout).")
@@ -49,12 +49,11 @@ def command(
 ) -> None:
     """Sarathi-Serve (FCFS, chunk 512, batch 128) vs SLAI under the paper's protocol: capacities, their
     ratio, and the median-TTFT reduction at Sarathi's capacity; writes an HTML report."""
-    from llmsched.errors import UserError
+    from llmsched.report.plots import plot_details  # matplotlib: a second to import
     from llmsched.workload import load_trace
     from llmsched.workload.trace import DEFAULT_TRACE
 
-    if num_requests <= 0 or time_limit <= 0:
-        raise UserError("--num-requests and --time-limit must be positive")
+    check_executor_flags(backend)
     load_trace(trace)  # fail fast on a bad trace, before any run
     t0 = time.perf_counter()
     with Executor(backend, workers, ray_address) as ex:

@@ -8,33 +8,30 @@ from typing import Any
 
 import click
 
+from llmsched.commands.options import POSITIVE_INT, ROUTER, SEED
 from llmsched.errors import UserError
-from llmsched.routers import check_router
-
-
-def _positive_int(name: str, text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise UserError(f"--{name} is {text!r}, expected a positive integer")
-    return int(text)
+from llmsched.integrations.ray_serve.replica import SERVE_POLICIES
 
 
 @click.command(name="serve")
 @click.option("--model", "model_dir", type=str, required=True, help="Model folder (config.json, weights, tokenizer).")
-@click.option("--replicas", type=str, default="1", show_default=True, help="Number of vLLM replicas.")
+@click.option("--replicas", type=POSITIVE_INT, default=1, show_default=True, help="Number of vLLM replicas.")
 @click.option(
     "--router",
-    type=str,
+    type=ROUTER,
     default="round-robin",
     show_default=True,
-    help="round-robin, random, jsq, least-work, power-of-two, resource-aware (llmsched.routers).",
+    help="Which replica takes each request (llmsched.routers).",
 )
-@click.option("--policy", type=str, default="slai", show_default=True, help="slai, sarathi, sarathi-spf, vllm-default.")
+@click.option("--policy", type=click.Choice(SERVE_POLICIES), default="slai", show_default=True)
 @click.option("--ray-address", type=str, default=None, help="Join this Ray cluster (default: start a local one).")
 @click.option("--host", type=str, default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--max-num-seqs", type=str, default="16", show_default=True, help="Per replica, unless overridden.")
-@click.option("--token-budget", type=str, default="512", show_default=True, help="Tokens per step, per replica.")
-@click.option("--kv-cache-gib", type=str, default="1", show_default=True, help="CPU KV pool per replica (GiB).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--max-num-seqs", type=POSITIVE_INT, default=16, show_default=True, help="Per replica, unless overridden."
+)
+@click.option("--token-budget", type=POSITIVE_INT, default=512, show_default=True, help="Tokens per step, per replica.")
+@click.option("--kv-cache-gib", type=POSITIVE_INT, default=1, show_default=True, help="CPU KV pool per replica (GiB).")
 @click.option(
     "--replica-options",
     type=str,
@@ -43,23 +40,25 @@ def _positive_int(name: str, text: str) -> int:
     "kv_cache_gib, num_blocks, max_model_len, capacity [tokens/s; default measured], cpus [e.g. 0-1]).",
 )
 @click.option("--tiers", type=str, default=None, help='SLO tiers for the policy, e.g. "paying:0.5:tbt=0.1,free:0.5".')
-@click.option("--cpus-per-replica", type=str, default="1", show_default=True, help="Ray CPUs (and cores) per replica.")
+@click.option(
+    "--cpus-per-replica", type=POSITIVE_INT, default=1, show_default=True, help="Ray CPUs (and cores) per replica."
+)
 @click.option("--compile", "compile_", is_flag=True, help="Let vLLM compile the model (slower start, faster steps).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random routers.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random routers.")
 def command(
     model_dir: str,
-    replicas: str,
+    replicas: int,
     router: str,
     policy: str,
     ray_address: str | None,
     host: str,
     port: int,
-    max_num_seqs: str,
-    token_budget: str,
-    kv_cache_gib: str,
+    max_num_seqs: int,
+    token_budget: int,
+    kv_cache_gib: int,
     replica_options: tuple[str, ...],
     tiers: str | None,
-    cpus_per_replica: str,
+    cpus_per_replica: int,
     compile_: bool,
     seed: int,
 ) -> None:
@@ -73,38 +72,32 @@ def command(
 
 def config_from(
     model_dir: str,
-    replicas: str,
+    replicas: int,
     router: str,
     policy: str,
-    max_num_seqs: str = "16",
-    token_budget: str = "512",
-    kv_cache_gib: str = "1",
+    max_num_seqs: int = 16,
+    token_budget: int = 512,
+    kv_cache_gib: int = 1,
     replica_options: tuple[str, ...] = (),
     tiers: str | None = None,
-    cpus_per_replica: str = "1",
+    cpus_per_replica: int = 1,
     enforce_eager: bool = True,
     seed: int = 0,
 ) -> Any:
-    """Every flag checked (one-line errors) before anything starts."""
-    from llmsched.integrations.ray_serve.replica import SERVE_POLICIES, ReplicaOptions
+    """Every flag checked (one-line errors) before anything starts; click checked each value's type and range."""
+    from llmsched.integrations.ray_serve.replica import ReplicaOptions
 
-    n = _positive_int("replicas", replicas)
-    check_router(router)
-    if policy not in SERVE_POLICIES:
-        raise UserError(f"--policy is {policy!r}, expected one of {', '.join(SERVE_POLICIES)}")
     if tiers:
         from llmsched.workload.tiers import parse_tiers
 
         parse_tiers(tiers)
-    base = ReplicaOptions(
-        max_num_seqs=_positive_int("max-num-seqs", max_num_seqs),
-        token_budget=_positive_int("token-budget", token_budget),
-        kv_cache_gib=_positive_int("kv-cache-gib", kv_cache_gib),
-    )
-    if replica_options and len(replica_options) != n:
-        raise UserError(f"--replica-options is given {len(replica_options)} times, expected once per replica ({n})")
-    options = tuple(ReplicaOptions.parse(t, base) for t in replica_options) or (base,) * n
-    cpus = _positive_int("cpus-per-replica", cpus_per_replica)
+    base = ReplicaOptions(max_num_seqs=max_num_seqs, token_budget=token_budget, kv_cache_gib=kv_cache_gib)
+    if replica_options and len(replica_options) != replicas:
+        raise UserError(
+            f"--replica-options is given {len(replica_options)} times, expected once per replica ({replicas})"
+        )
+    options = tuple(ReplicaOptions.parse(t, base) for t in replica_options) or (base,) * replicas
+    cpus = cpus_per_replica
     from llmsched.integrations.vllm.engine import check_model_dir
 
     check_model_dir(model_dir)

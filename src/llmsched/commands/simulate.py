@@ -8,8 +8,7 @@ from typing import Any
 
 import click
 
-from llmsched.commands.options import spec_from, workload_options
-from llmsched.policies import POLICIES
+from llmsched.commands.options import POLICY, POSITIVE, only_with, spec_from, workload_options, writable_dir
 from llmsched.report.files import write_outputs
 from llmsched.report.text import format_summary
 from llmsched.studies.run import run
@@ -17,14 +16,17 @@ from llmsched.studies.spec import validate
 
 
 @click.command(name="simulate")
-@click.option("--policy", type=str, default="sarathi", show_default=True, help=f"Scheduler: {', '.join(POLICIES)}.")
-@click.option("--order", type=str, default=None, help="Waiting-queue order for sarathi: fcfs or spf.")
-@click.option("--qps", type=float, default=1.0, show_default=True, help="Mean arrival rate (requests/s).")
+@click.option("--policy", type=POLICY, default="sarathi", show_default=True, help="Scheduler.")
+@click.option(
+    "--order", type=click.Choice(["fcfs", "spf"]), default=None, help="With --policy sarathi: its waiting-queue order."
+)
+@click.option("--qps", type=POSITIVE, default=1.0, show_default=True, help="Mean arrival rate (requests/s).")
 @workload_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
     default=None,
+    callback=writable_dir,
     help="Write requests.csv, batches.csv and summary.json here.",
 )
 @click.option("--token-times", is_flag=True, help="With --out: also tokens.csv, every token's timestamp.")
@@ -33,6 +35,8 @@ def command(
     policy: str, order: str | None, qps: float, out: str | None, token_times: bool, as_json: bool, **o: Any
 ) -> None:
     """Simulate one policy on one workload and print the summary."""
+    only_with("--order", policy == "sarathi", "with --policy sarathi (sarathi-spf is sarathi --order spf)")
+    only_with("--token-times", out is not None, "with --out")
     options = {"order": order} if order else {}
     spec = spec_from(policy, qps, o, **options)
     validate(spec)

@@ -6,8 +6,9 @@ import json
 
 import click
 
+from llmsched.commands.options import GPU, MODEL, POSITIVE, POSITIVE_INT, SEED
 from llmsched.errors import UserError
-from llmsched.perf import GPUS, MODELS
+from llmsched.perf import MODELS
 from llmsched.studies.spec import RunSpec, replica_specs, validate
 from llmsched.workload import WorkloadConfig
 
@@ -86,26 +87,26 @@ def format_report(r: dict) -> str:
 
 
 @click.command("theory")
-@click.option("--model", type=str, default="mistral-7b", show_default=True, help=f"Model: {', '.join(MODELS)}.")
-@click.option("--gpu", type=str, default="rtx6000ada", show_default=True, help=f"GPU: {', '.join(GPUS)}.")
+@click.option(
+    "--model", type=MODEL, default="mistral-7b", show_default=True, help=f"Model: {', '.join(MODELS)}, or a directory."
+)
+@click.option("--gpu", type=GPU, default="rtx6000ada", show_default=True)
 @click.option(
     "--trace", type=click.Path(dir_okay=False), default=None, help="Trace: paper (default), sharegpt-v3 or a CSV file."
 )
-@click.option("--num-requests", type=int, default=None, help="Requests to sample (default: the whole trace).")
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--num-requests", type=POSITIVE_INT, default=None, help="Requests to sample (default: the whole trace).")
+@click.option("--seed", type=SEED, default=42, show_default=True)
 @click.option("--perf-model", type=click.Path(dir_okay=False), default=None, help="Profile CSV or fitted JSON.")
-@click.option("--num-blocks", type=int, default=None, help="KV blocks of 16 tokens (default: from GPU memory).")
-@click.option("--max-num-seqs", type=int, default=None, help="Cap on concurrent sequences (default: none).")
+@click.option(
+    "--num-blocks", type=POSITIVE_INT, default=None, help="KV blocks of 16 tokens (default: from GPU memory)."
+)
+@click.option("--max-num-seqs", type=POSITIVE_INT, default=None, help="Cap on concurrent sequences (default: none).")
 @click.option("--replicas", type=str, default=None, help='A count of --gpu ("4") or "rtx6000ada:2,a100-80gb:2".')
-@click.option("--tbt", type=float, default=None, help="TBT bound (s): t(b*) may not exceed it.")
+@click.option("--tbt", type=POSITIVE, default=None, help="TBT bound (s): t(b*) may not exceed it.")
 @click.option("--budgets", type=str, default="512", show_default=True, help="Fixed budgets to bound, e.g. 256,512.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (nothing else on stdout).")
 def command(tbt: float | None, budgets: str, as_json: bool, **o: object) -> None:
     """Throughput b/t(b), the optimal tile b* and the stability bound lambda* (see docs/theory.md)."""
-    if o["num_requests"] is not None and o["num_requests"] < 1:  # type: ignore[operator]
-        raise UserError(f"--num-requests is {o['num_requests']}, expected a positive integer")
-    if tbt is not None and not tbt > 0:
-        raise UserError(f"--tbt is {tbt}, expected positive seconds")
     wl = WorkloadConfig(trace=o["trace"], num_requests=o["num_requests"], seed=o["seed"])  # type: ignore[arg-type]
     spec = RunSpec(
         policy="rad",

@@ -77,12 +77,12 @@ def search(
     on_round: Callable[[list[Search]], None] | None = None,
     progress: bool = True,
 ) -> list[Search]:
+    if not start_qps > 0 or not 0 < granularity < 1:  # before the specs, which are at start_qps
+        raise UserError("--start-qps must be positive and --granularity within (0, 1)")
     searches = []
     for spec in specs:
         validate(spec)
         searches.append(Search(spec.policy, spec, hi=start_qps))
-    if not start_qps > 0 or not 0 < granularity < 1:
-        raise UserError("--start-qps must be positive and --granularity within (0, 1)")
     bar = tqdm(desc="capacity runs", unit="run", disable=not progress, leave=False)
     for _ in range(max_rounds):
         active = [s for s in searches if not s.done]

@@ -55,6 +55,10 @@ def validate(spec: RunSpec) -> None:
         raise UserError(f"--batch-overhead-ms is {spec.batch_overhead_s * 1e3:g}, expected >= 0")
     if spec.time_limit is not None and spec.time_limit <= 0:
         raise UserError(f"--time-limit is {spec.time_limit}, expected positive seconds")
+    if spec.workload.seed < 0:
+        raise UserError(f"--seed is {spec.workload.seed}, expected a non-negative integer")
+    if spec.ttft_slo is not None and not spec.ttft_slo > 0:
+        raise UserError(f"--ttft-slo is {spec.ttft_slo}, expected positive seconds")
     if resolved_arrival(spec.workload) != "trace" and not spec.workload.qps > 0:
         raise UserError(f"--qps is {spec.workload.qps}, expected a positive number of requests per second")
     check_router(spec.router)
@@ -121,7 +125,7 @@ def engine_config(spec: RunSpec) -> EngineConfig:
 
 
 def parse_replicas(text: str, default_gpu: str) -> list[str]:
-    """'4' -> four replicas of `default_gpu`; 'rtx6000ada:2,a100:2' -> GPUs by name or unique prefix."""
+    """'4' -> four replicas of `default_gpu`; 'rtx6000ada:2,a100-80gb:2' -> GPUs by name (exact, as --gpu)."""
     text = text.strip()
     if text.isdigit():
         if int(text) < 1:
@@ -130,13 +134,12 @@ def parse_replicas(text: str, default_gpu: str) -> list[str]:
     gpus: list[str] = []
     for part in text.split(","):
         name, _, count = part.strip().partition(":")
-        matches = ([g for g in GPUS if g == name] or [g for g in GPUS if g.startswith(name)]) if name else []
-        if len(matches) != 1:
+        if name not in GPUS:
             raise UserError(
-                f"--replicas: {part.strip()!r} names no single GPU, expected N or GPU[:N],... with GPU one of "
+                f"--replicas: {part.strip()!r} names no GPU, expected N or GPU[:N],... with GPU one of "
                 f"{', '.join(GPUS)}"
             )
         if count and (not count.isdigit() or int(count) < 1):
             raise UserError(f"--replicas: count {count!r} of {name!r} is not a positive integer")
-        gpus += matches * (int(count) if count else 1)
+        gpus += [name] * (int(count) if count else 1)
     return gpus
