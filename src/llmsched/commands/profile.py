@@ -27,12 +27,37 @@ def _report(csv_path: Path, model: str, fit_out: str | None) -> None:
     spec = get_model(model)  # a catalog name, or a model directory whose profile rows carry its name
     rows = load_profile(csv_path, spec.name)
     params = fit(rows, spec, source=csv_path.name)
-    click.echo("fit, in sample: " + format_report(family_report(rows, errors(fitted_model(params), rows))))
-    if len(rows) >= 10:
-        click.echo("fit, 5-fold:    " + format_report(family_report(rows, kfold_errors(rows, spec, 5))))
+    in_sample = family_report(rows, errors(fitted_model(params), rows))
+    click.echo("fit, in sample: " + format_report(in_sample))
+    held_out = family_report(rows, kfold_errors(rows, spec, 5)) if len(rows) >= 10 else None
+    if held_out:
+        click.echo("fit, 5-fold:    " + format_report(held_out))
+    _warn_if_poor(len(rows), (held_out or in_sample)["all"], "5-fold" if held_out else "in sample")
     if fit_out:
         save_fit(params, fit_out)
         click.echo(f"wrote fitted model {fit_out} (use it with --perf-model)")
+
+
+# A fitted model whose mean error is above this describes the measured batch times too loosely to forecast with.
+POOR_FIT_PCT = 10.0
+
+
+def _warn_if_poor(rows: int, overall: dict[str, float], kind: str) -> None:
+    """On stderr: a fit from fewer rows than its free parameters, or with a mean error above POOR_FIT_PCT."""
+    from llmsched.perf.fitted import free_parameters
+
+    if rows < free_parameters():
+        click.echo(
+            f"warning: {rows} measured shapes for a model of {free_parameters()} parameters: the fit is "
+            "underdetermined; measure more (--grid default, a longer --budget-s)",
+            err=True,
+        )
+    if overall["mape_pct"] > POOR_FIT_PCT:
+        click.echo(
+            f"warning: the fit's mean error ({kind}) is {overall['mape_pct']:.1f}% (max {overall['max_pct']:.1f}%), "
+            f"above {POOR_FIT_PCT:g}%: its batch times are unreliable; measure more shapes on an idle machine",
+            err=True,
+        )
 
 
 @click.command("profile")

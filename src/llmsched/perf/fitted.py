@@ -175,6 +175,11 @@ _FREE = (
 )
 
 
+def free_parameters() -> int:
+    """How many parameters a fit sets: a profile of fewer rows cannot determine them."""
+    return len(_FREE)
+
+
 class Features:
     """The FLOP and byte counts of a batch that the form needs, as arrays over many shapes."""
 

@@ -11,6 +11,7 @@ of `llmsched.perf.fitted` (mixed rows included). torch is imported lazily: it is
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import sys
@@ -269,6 +270,37 @@ def _time_cpu(batch: Batch, warmup: int, reps: int) -> list[float]:
     return times
 
 
+def _within_memory(
+    spec: ModelSpec, shapes: list[Shape], device: str, dtype: Any, torch: Any
+) -> tuple[list[Shape], list[tuple[Shape, str]]]:
+    """The shapes whose weights, caches and activations fit in the device's free memory, and the others with why;
+    a model whose weights alone do not fit is refused before anything is allocated."""
+    from llmsched.perf.profile_memory import available_bytes, gb, needed_bytes, shape_bytes, weight_bytes
+
+    try:
+        free, source = available_bytes(device, torch)
+    except OSError:
+        return shapes, []
+    elem = torch.finfo(dtype).bits // 8
+    weights = weight_bytes(spec, elem)
+    if needed_bytes(weights, 0) > free:
+        raise UserError(
+            f"{spec.name} needs about {gb(needed_bytes(weights, 0))} on {device} ({gb(weights)} of "
+            f"{str(dtype).removeprefix('torch.')} weights), "
+            f"{gb(free)} available ({source}): nothing was allocated; profile it on a device with more memory"
+        )
+    fits, skipped = [], []
+    for shape in shapes:
+        need = needed_bytes(weights, shape_bytes(spec, *dataclasses.astuple(shape), elem))
+        if need <= free:
+            fits.append(shape)
+        else:
+            skipped.append((shape, f"needs about {gb(need)} with the weights, {gb(free)} available ({source})"))
+    if not fits:
+        raise UserError(f"no shape of the grid fits in {gb(free)} ({source}) beside {spec.name}'s weights")
+    return fits, skipped
+
+
 @dataclass(frozen=True)
 class ProfileResult:
     timings: list[Timing]
@@ -307,6 +339,7 @@ def run_profile(
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    shapes, skipped = _within_memory(spec, shapes, device, dtype, torch)
     torch.manual_seed(0)
     with torch.no_grad():
         model = RandomModel(spec, device, dtype)
@@ -316,7 +349,6 @@ def run_profile(
         setup_s = time.perf_counter() - t_start
         timer = _time_cuda if device == "cuda" else _time_cpu
         timings: list[Timing] = []
-        skipped: list[tuple[Shape, str]] = []
         left = 0
         bar = tqdm(shapes, desc=f"profile {spec.name} on {device}", unit="shape", file=sys.stderr, disable=not progress)
         for i, shape in enumerate(bar):
