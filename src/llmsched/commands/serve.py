@@ -62,7 +62,7 @@ def command(
     compile_: bool,
     seed: int,
 ) -> None:
-    """Serve an OpenAI-style /v1/completions on Ray Serve until Ctrl-C."""
+    """Serve an OpenAI-style /v1/completions on Ray Serve until Ctrl-C or SIGTERM."""
     cfg = config_from(
         model_dir, replicas, router, policy, max_num_seqs, token_budget, kv_cache_gib, replica_options, tiers,
         cpus_per_replica, not compile_, seed,
@@ -112,10 +112,21 @@ def config_from(
 
 
 def run(cfg: Any, host: str, port: int, ray_address: str | None) -> None:
+    """Serve until SIGINT or SIGTERM, then stop Serve and Ray. A signal while the app starts interrupts the start-up
+    (then exit status 130, as for Ctrl-C anywhere); once it is up, a signal stops it cleanly (exit status 0)."""
     from llmsched.integrations.ray_serve import server
 
     stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    up = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            return  # a second signal while stopping: keep stopping
+        stop.set()
+        if not up.is_set():
+            raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     served = None
     try:
         try:
@@ -123,15 +134,17 @@ def run(cfg: Any, host: str, port: int, ray_address: str | None) -> None:
         except RuntimeError as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(f"the app did not start: {first} (see /tmp/ray/session_latest/logs)") from None
+        up.set()
         click.echo(
             f"llmsched serve: listening on {served.url}/v1/completions ({len(cfg.replicas)} replicas, router "
-            f"{cfg.router}, policy {cfg.policy}; up in {served.startup_s:.1f} s); Ctrl-C stops",
+            f"{cfg.router}, policy {cfg.policy}; up in {served.startup_s:.1f} s); Ctrl-C or SIGTERM stops",
             err=True,
         )
         while not stop.wait(0.5):
             pass
         click.echo("llmsched serve: stopping", err=True)
     finally:
+        stop.set()
         server.stop(served)
         for s, handler in previous.items():
             signal.signal(s, handler)
