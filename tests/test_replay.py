@@ -81,3 +81,18 @@ def test_the_log_survives_json():
     assert [(r.id, r.arrival, r.token_times, r.state) for r in back.requests] == [
         (r.id, r.arrival, r.token_times, r.state) for r in log.requests
     ]
+
+
+def test_a_policy_replays_on_the_clock_the_engine_gave_it():
+    """A real engine returns a step's tokens after it told the policy the step ended (output processing between),
+    so SLAI's deadlines were set on the policy's times, not the step's: the replay gives the policy those."""
+    log = run_and_log("slai")
+    host = 0.02  # output processing after on_batch_done, per step
+    told = copy.deepcopy(log)
+    told.steps = [StepRecord(s.start, s.end + host, s.scheduled, (s.start, s.end)) for s in log.steps]
+    assert replay(told, make_policy("slai")).mismatched == 0
+    untold = copy.deepcopy(log)
+    untold.steps = [StepRecord(s.start, s.end + host, s.scheduled) for s in log.steps]
+    assert replay(untold, make_policy("slai")).mismatched > 0
+    back = EngineLog.from_json(json.loads(json.dumps(told.to_json())))
+    assert back.steps == told.steps

@@ -238,6 +238,7 @@ def test_bench_engine_prints_simulate_summary_keys_per_policy(tiny, write_trace,
     from llmsched.sim.replay import replay
 
     log = EngineLog.from_json(json.loads((tmp_path / "runs" / "slai.json").read_text()))
+    assert all(s.clock is not None and s.start <= s.clock[0] < s.clock[1] <= s.end for s in log.steps)
     rep = replay(log, make_policy("slai"))
     assert rep.steps == out["policies"]["slai"]["num_batches"] and rep.mismatched == 0
     assert [r.token_times for r in rep.result.requests] == [r.token_times for r in log.requests]

@@ -36,11 +36,14 @@ class RunResult:
 @dataclass(frozen=True)
 class StepRecord:
     """One step of a real engine: when it started (the scheduler was entered), when it ended (its tokens were
-    returned), and the tokens it gave each request, by request id."""
+    returned), and the tokens it gave each request, by request id. Where an llmsched policy planned the step inside
+    the engine, `clock` holds the times that policy was given: the clock it planned at and the end `on_batch_done`
+    reported; a policy whose decisions read the clock (SLAI's deadlines) replays exactly only on these."""
 
     start: float
     end: float
     scheduled: dict[int, int]
+    clock: tuple[float, float] | None = None
 
 
 @dataclass
@@ -71,7 +74,10 @@ class EngineLog:
                 {f: getattr(r, f) for f in self._GIVEN + self._OUTCOME} | {"received": self.received.get(r.id)}
                 for r in self.requests
             ],
-            "steps": [[s.start, s.end, [[i, n] for i, n in s.scheduled.items()]] for s in self.steps],
+            "steps": [
+                [s.start, s.end, [[i, n] for i, n in s.scheduled.items()]] + ([list(s.clock)] if s.clock else [])
+                for s in self.steps
+            ],
         }
 
     @classmethod
@@ -84,5 +90,8 @@ class EngineLog:
             requests.append(r)
             if d["received"] is not None:
                 received[r.id] = d["received"]
-        steps = [StepRecord(s, e, {int(i): int(n) for i, n in sched}) for s, e, sched in data["steps"]]
+        steps = [
+            StepRecord(s, e, {int(i): int(n) for i, n in sched}, (clock[0][0], clock[0][1]) if clock else None)
+            for s, e, sched, *clock in data["steps"]
+        ]
         return cls(data["policy"], requests, received, steps, **data["engine"])

@@ -108,6 +108,7 @@ class StepRecorder:
     schedule_s: list[float] = field(default_factory=list)
     scheduled: list[dict[int, int]] = field(default_factory=list)  # tokens per request id, each step
     received: dict[int, float] = field(default_factory=dict)  # request id -> when it was added to the engine
+    clocks: list[tuple[float, float] | None] = field(default_factory=list)  # the plugin's times, each step
 
     def __post_init__(self) -> None:
         inner: Callable[..., Any] = self.sched.schedule
@@ -137,8 +138,8 @@ class StepRecorder:
 
     def engine_log(self, policy: str, result: RunResult, setup: EngineSetup, max_model_len: int) -> EngineLog:
         """The run as `sim.replay` replays it (times on the run's clock, as the requests' token times)."""
-        steps = [StepRecord(s, s + d, sched)
-                 for s, d, sched in zip(self.log.start, self.log.duration, self.scheduled, strict=True)]  # fmt: skip
+        steps = [StepRecord(s, s + d, sched, clock) for s, d, sched, clock
+                 in zip(self.log.start, self.log.duration, self.scheduled, self.clocks, strict=True)]  # fmt: skip
         return EngineLog(policy, result.requests, dict(self.received), steps, self.total_blocks, self.sched.block_size,
                          setup.token_budget, setup.max_num_seqs, max_model_len)  # fmt: skip
 
@@ -213,6 +214,8 @@ def replay(
         t = done - t0 + a0  # the step's tokens are stamped when it returns; so is its end
         if len(recorder.log) > steps:
             recorder.log.duration[-1] = done - recorder.log.start[-1]
+            clock = getattr(sched, "step_clock", None)  # the llmsched plugin's, for this step
+            recorder.clocks.append(clock if clock is not None and clock[0] >= recorder.log.start[-1] else None)
         for o in outputs:
             r = by_id[o.request_id]
             k = len(o.outputs[0].token_ids) if o.outputs else 0
@@ -228,6 +231,7 @@ def replay(
     end = time.monotonic() - t0 + a0
     recorder.log.start = [s - t0 + a0 for s in recorder.log.start]
     recorder.received = {k: t - t0 + a0 for k, t in recorder.received.items()}
+    recorder.clocks = [None if c is None else (c[0] - t0 + a0, c[1] - t0 + a0) for c in recorder.clocks]
     for r in requests:
         if r.state not in (FINISHED, REJECTED):
             r.state, r.reason = UNFINISHED, "time limit reached" if time_limit is not None else "not finished"

@@ -87,6 +87,9 @@ class PolicyScheduler(Scheduler):
         self._freed: list[str] = []
         self._seq = 0
         self._inflight: tuple[float, Plan | None, bool, set[str]] | None = None
+        # The last finished step's times as the policy was given them (planning clock, on_batch_done's end), for
+        # a step log that replays the policy exactly.
+        self.step_clock: tuple[float, float] | None = None
         self._rejected: list[Any] = []
         self._logged: set[str] = set()
         self._engine_view: VLLMView | None = None  # built at the first step, then moved along (`VLLMView.at`)
@@ -294,6 +297,7 @@ class PolicyScheduler(Scheduler):
         if self._inflight is not None:
             start, plan, matched, decoding = self._inflight
             self._inflight = None
+            self.step_clock = (start, end)
             try:
                 if not matched:
                     plan = self._executed(scheduler_output, plan, decoding)
