@@ -281,7 +281,7 @@ def test_profile_measures_the_engine_and_writes_a_fit_simulate_loads(tiny, write
 
     out, steps = tmp_path / "tiny.csv", tmp_path / "steps.csv"
     argv = ["profile", "--backend", "vllm", "--model", tiny, "--out", str(out), "--steps-out", str(steps),
-            "--budget-s", "15"]  # fmt: skip
+            "--budget-s", "40"]  # fmt: skip
     main(argv)
     rows = load_profile(out)
     assert any(r.decodes for r in rows) and any(r.prefill_tokens for r in rows)
