@@ -12,6 +12,39 @@ from llmsched.studies.spec import RunSpec
 from llmsched.workload import WorkloadConfig
 
 
+def run_cli(capsys, *args):
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_every_slo_asks_for_a_stable_queue_unless_it_opts_out():
+    assert parse_slo(None).stable and parse_slo(PAPER_SLO).stable and parse_slo("ttft_p50<=1").stable
+    assert str(parse_slo(PAPER_SLO)) == str(parse_slo(PAPER_SLO + ",stable")) == "ttft_p50<=0.5,itl_p99<=tier,stable"
+    opted = parse_slo(PAPER_SLO + ",unstable-ok")
+    assert not opted.stable and str(opted) == "ttft_p50<=0.5,itl_p99<=tier,unstable-ok"
+    summary = {"completed": 10, "median_ttft_ms": 100.0, "p99_itl_ms": 90.0, "tbt_slo_ms": 200.0}
+    assert parse_slo("ttft_p50<=0.5").check(summary, stable=False) == (False, "queue grows")
+    assert opted.check(summary, stable=False) == (True, "")
+    for bad in ("unstable-ok", "stable,unstable-ok"):
+        with pytest.raises(UserError, match="--slo"):
+            parse_slo(bad)
+
+
+def test_opting_out_of_the_stable_queue_warns(capsys, write_trace):
+    trace = write_trace([(100 + i, 5) for i in range(40)])
+    args = ["capacity", "--policies", "sarathi", "--trace", trace, "--workers", "1", "--max-rounds", "2", "--json"]
+    code, out, err = run_cli(capsys, *args, "--slo", "ttft_p50<=0.5,unstable-ok")
+    assert code == 0 and "warning: the SLO names unstable-ok" in err
+    assert json.loads(out)["slo"] == "ttft_p50<=0.5,unstable-ok"
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0 and "unstable-ok" not in err and json.loads(out)["slo"].endswith(",stable")
+
+
 def test_slo_parsing_and_checks():
     slo = parse_slo(PAPER_SLO + ",stable")
     assert str(slo) == "ttft_p50<=0.5,itl_p99<=tier,stable"

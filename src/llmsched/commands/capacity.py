@@ -18,7 +18,7 @@ from llmsched.commands.options import (
 )
 from llmsched.studies.capacity import search
 from llmsched.studies.executor import Executor
-from llmsched.studies.slo import parse_slo
+from llmsched.studies.slo import UNSTABLE_WARNING, parse_slo
 from llmsched.studies.spec import check_rate_varies
 
 
@@ -30,7 +30,8 @@ from llmsched.studies.spec import check_rate_varies
     "--slo",
     type=str,
     default=None,
-    help='SLO, e.g. "ttft_p50<=0.5,tbt_p99<=tier" (the paper\'s, default), or "stable".',
+    help='SLO, e.g. "ttft_p50<=0.5,tbt_p99<=tier" (the paper\'s, default). Every SLO includes "stable" (a '
+    'bounded queue) unless it names "unstable-ok" (warns: the trap in docs/capacity.md).',
 )
 @click.option("--start-qps", type=POSITIVE, default=2.0, show_default=True, help="Top of the first bracket.")
 @click.option(
@@ -61,6 +62,8 @@ def command(
     target = parse_slo(slo)
     specs = [spec_from(name, start_qps, o) for name in policies]
     check_rate_varies(specs[0])
+    if not target.stable:
+        click.echo(f"llmsched: warning: {UNSTABLE_WARNING}", err=True)
     with Executor(backend, workers, ray_address) as ex:
         searches = search(specs, target, ex, start_qps=start_qps, granularity=granularity, max_rounds=max_rounds)
     out = {
