@@ -71,6 +71,33 @@ def fake_evaluate(threshold):
     return evaluate
 
 
+class InlineExecutor:
+    """Runs jobs in this process but reports `workers` slots, as the search sizes its rounds by them."""
+
+    def __init__(self, workers):
+        self.workers, self.rounds = workers, 0
+
+    def map(self, fn, jobs, progress=None):
+        self.rounds += 1
+        return [fn(*job) for job in jobs]
+
+
+@pytest.mark.parametrize("thresholds", [(0.37, 5.3), (1.9, 2.0), (3.3, 0.0), (200.0, 13.04)])
+def test_the_rates_searched_do_not_depend_on_the_workers(monkeypatch, thresholds):
+    monkeypatch.setattr(
+        capacity, "evaluate", lambda spec, slo: fake_evaluate(thresholds[spec.policy == "slai"])(spec, slo)
+    )
+    specs = [RunSpec(policy="sarathi"), RunSpec(policy="slai")]
+    paths, rounds = {}, {}
+    for workers in (1, 2, 3, 8, 32):
+        ex = InlineExecutor(workers)
+        found = search(specs, parse_slo(PAPER_SLO), ex, progress=False)
+        paths[workers] = [[(p.qps, p.passed) for p in s.points] for s in found]
+        rounds[workers] = ex.rounds
+    assert all(path == paths[1] for path in paths.values())
+    assert rounds[32] < rounds[2] <= rounds[1]  # spare workers run ahead: fewer rounds, the same answer
+
+
 @pytest.mark.parametrize("threshold", [0.37, 1.9, 2.0, 5.3])
 def test_bisection_finds_the_threshold_within_granularity(monkeypatch, threshold):
     monkeypatch.setattr(capacity, "evaluate", fake_evaluate(threshold))
@@ -116,6 +143,17 @@ def test_real_search_orders_policies(write_trace, capsys):
     caps = out["capacity_qps"]
     assert caps["sarathi"] > caps["fastertransformer"] > 0
     assert all(r["passed"] == (r["qps"] <= caps[p]) for p, rs in out["runs"].items() for r in rs if r["passed"])
+
+
+def test_capacity_json_is_the_same_for_any_worker_count(capsys, random_trace):
+    args = ["capacity", "--policies", "sarathi,slai", "--trace", random_trace(300), "--granularity", "0.05", "--json"]
+    found = {}
+    for workers in ("1", "2", "8"):
+        code, out, _ = run_cli(capsys, *args, "--workers", workers)
+        assert code == 0
+        found[workers] = json.loads(out)
+    assert found["1"] == found["2"] == found["8"]
+    assert found["1"]["capacity_qps"]["sarathi"] > 0
 
 
 def test_ray_backend_matches_the_process_pool(write_trace):

@@ -52,26 +52,22 @@ def test_compare_writes_csv_plots_and_one_html(write_trace, tmp_path, capsys):
     assert html.count("data:image/png;base64,") == 5 and "src='http" not in html
 
 
-def test_reproduce_small(tmp_path, capsys):
-    code = run_cli(
-        "reproduce",
-        "--num-requests",
-        "300",
-        "--time-limit",
-        "400",
-        "--workers",
-        "2",
-        "--out",
-        str(tmp_path / "rep"),
-        "--json",
-    )
-    assert code == 0
-    res = json.loads(capsys.readouterr().out)
+def test_reproduce_is_the_same_for_any_worker_count(tmp_path, capsys):
+    results = {}
+    for workers in ("1", "2", "8"):
+        out = tmp_path / f"rep{workers}"
+        args = ["--num-requests", "200", "--time-limit", "300", "--workers", workers, "--out", str(out), "--json"]
+        assert run_cli("reproduce", *args) == 0
+        res = json.loads(capsys.readouterr().out)
+        assert json.loads((out / "result.json").read_text()) == res
+        results[workers] = {**res, "wall_s": None}
+    assert results["1"] == results["2"] == results["8"]
+    res = results["1"]
     assert set(res["capacity_qps"]) == {"sarathi", "slai"}
     assert res["capacity_qps"]["sarathi"] > 0
     assert res["capacity_ratio"] == res["capacity_qps"]["slai"] / res["capacity_qps"]["sarathi"]
     assert -1 < res["median_ttft_reduction"] < 1
-    assert (tmp_path / "rep" / "report.html").exists() and (tmp_path / "rep" / "result.json").exists()
+    assert (tmp_path / "rep1" / "report.html").exists()
 
 
 def test_compare_and_capacity_with_replicas(write_trace, tmp_path, capsys):

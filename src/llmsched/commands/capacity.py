@@ -41,7 +41,9 @@ from llmsched.studies.spec import check_rate_varies
     show_default=True,
     help="Stop when the bracket is narrower than this fraction of its top.",
 )
-@click.option("--max-rounds", type=POSITIVE_INT, default=12, show_default=True)
+@click.option(
+    "--max-rounds", type=POSITIVE_INT, default=12, show_default=True, help="Most steps (runs decided on) per policy."
+)
 @workload_options
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (nothing else on stdout).")
@@ -57,7 +59,8 @@ def command(
     as_json: bool,
     **o: Any,
 ) -> None:
-    """Bisect on QPS for the highest rate whose run meets the SLO, for each policy (runs in parallel)."""
+    """Bisect on QPS for the highest rate whose run meets the SLO, for each policy (runs in parallel). The rates
+    run, and so the answer, do not depend on --workers or --backend."""
     check_executor_flags(backend)
     target = parse_slo(slo)
     specs = [spec_from(name, start_qps, o) for name in policies]

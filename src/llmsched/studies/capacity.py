@@ -1,15 +1,16 @@
 """Capacity search: the highest QPS at which a policy's run meets an SLO.
 
 Protocol (documented in docs/capacity.md):
-- Start: the bracket [0, start_qps] (default 2.0, the reference's start_qps); while the top passes, the
+- Start: the bracket [0, start_qps] (default 2.0, the reference's start_qps); while its top passes, the
   bracket doubles (up to `max_qps`).
-- Each round evaluates k QPS points evenly inside the bracket in parallel (k = workers shared among the
-  policies still searching), then narrows the bracket to (highest pass below the lowest fail, lowest
-  fail). Passing is assumed monotone in QPS; a noisy non-monotone point is resolved in favour of the
-  lower failure.
+- Then bisection: each step runs the bracket's midpoint (rounded to 4 decimals) and keeps the half that holds
+  the boundary. Passing is assumed monotone in QPS.
 - Stop: when the bracket is narrower than `granularity` x its top (default 2.5%, as Sarathi-Serve's
-  search) or after `max_rounds`. The capacity is the highest QPS that passed (0 if none did).
-Runs execute on a process pool (all cores) or on Ray (see `studies/executor.py`).
+  search) or after `max_rounds` steps. The capacity is the highest QPS that passed (0 if none did).
+The rates a search decides on depend only on the SLO's verdicts, never on the number of workers: spare
+workers run, ahead of time, the rates the next steps may need (both outcomes of the pending ones), and
+results that the path does not take are dropped. Runs execute on a process pool (all cores) or on Ray (see
+`studies/executor.py`).
 """
 
 from __future__ import annotations
@@ -37,20 +38,49 @@ class Point:
     stable: bool
 
 
+@dataclass(frozen=True)
+class Bracket:
+    lo: float
+    hi: float
+    hi_failed: bool = False
+    done: bool = False
+    steps: int = 0
+
+    @property
+    def next_qps(self) -> float:
+        """The rate this step runs: the top while no rate failed, then the midpoint."""
+        return round(self.hi, 4) if not self.hi_failed else round((self.lo + self.hi) / 2, 4)
+
+    def after(self, passed: bool, granularity: float, max_qps: float, max_rounds: int) -> Bracket:
+        q, steps = self.next_qps, self.steps + 1
+        if not self.hi_failed and passed:
+            top = self.hi >= max_qps
+            b = Bracket(self.hi, self.hi if top else min(2 * self.hi, max_qps), False, top, steps)
+        elif passed:
+            b = Bracket(q, self.hi, True, False, steps)
+        else:
+            b = Bracket(self.lo, q, True, False, steps)
+        if b.hi_failed and b.hi - b.lo <= granularity * b.hi:
+            b = Bracket(b.lo, b.hi, True, True, steps)
+        return b if steps < max_rounds else Bracket(b.lo, b.hi, b.hi_failed, True, steps)
+
+
 @dataclass
 class Search:
     policy: str
     spec: RunSpec
-    lo: float = 0.0
-    hi: float = 2.0
-    hi_failed: bool = False
-    points: list[Point] = field(default_factory=list)
-    done: bool = False
+    bracket: Bracket
+    points: list[Point] = field(default_factory=list)  # the runs the search decided on, in order
+    runs: dict[float, Point] = field(default_factory=dict)  # every run made, ahead-of-time ones included
+
+    @property
+    def done(self) -> bool:
+        return self.bracket.done
 
     @property
     def best(self) -> Point | None:
-        """The run at the capacity: the highest passing QPS below the lowest failure."""
-        return max((p for p in self.points if p.passed and p.qps <= self.hi), key=lambda p: p.qps, default=None)
+        """The run at the capacity: the highest passing QPS."""
+        return max((p for p in self.points if p.passed), key=lambda p: p.qps, default=None)
 
     @property
     def capacity(self) -> float:
@@ -77,53 +107,59 @@ def search(
     on_round: Callable[[list[Search]], None] | None = None,
     progress: bool = True,
 ) -> list[Search]:
-    if not start_qps > 0 or not 0 < granularity < 1:  # before the specs, which are at start_qps
+    if not start_qps > 0 or not 0 < granularity < 1:
         raise UserError("--start-qps must be positive and --granularity within (0, 1)")
+    if max_rounds < 1:
+        raise UserError(f"--max-rounds is {max_rounds}, expected at least 1")
     searches = []
     for spec in specs:
         validate(spec)
-        searches.append(Search(spec.policy, spec, hi=start_qps))
+        searches.append(Search(spec.policy, spec, Bracket(0.0, min(start_qps, max_qps))))
+    rules = (granularity, max_qps, max_rounds)
     bar = tqdm(desc="capacity runs", unit="run", disable=not progress, leave=False)
-    for _ in range(max_rounds):
+    while True:
+        for s in searches:
+            _walk(s, rules)
         active = [s for s in searches if not s.done]
         if not active:
             break
-        k = max(1, executor.workers // len(active))
         jobs, owners = [], []
         for s in active:
-            for q in _points(s, k):
+            for q in _ahead(s, max(1, executor.workers // len(active)), rules):
                 jobs.append((s.spec.at_qps(q), slo))
                 owners.append(s)
         bar.total = (bar.total or 0) + len(jobs)
         bar.refresh()
         for s, p in zip(owners, executor.map(evaluate, jobs, bar), strict=True):
-            s.points.append(p)
-        for s in active:
-            _narrow(s, granularity, max_qps)
+            s.runs[p.qps] = p
         if on_round:
             on_round(searches)
     bar.close()
     return searches
 
 
-def _points(s: Search, k: int) -> list[float]:
-    if not s.hi_failed:  # still looking for a failing top: probe the top first
-        return [round(s.hi, 4)]
-    step = (s.hi - s.lo) / (k + 1)
-    return [round(s.lo + step * (i + 1), 4) for i in range(k)]
+def _walk(s: Search, rules: tuple[float, float, int]) -> None:
+    """Take every step whose run is done."""
+    while not s.done and s.bracket.next_qps in s.runs:
+        p = s.runs[s.bracket.next_qps]
+        s.points.append(p)
+        s.bracket = s.bracket.after(p.passed, *rules)
 
 
-def _narrow(s: Search, granularity: float, max_qps: float) -> None:
-    fails = [p.qps for p in s.points if not p.passed]
-    if fails:
-        s.hi, s.hi_failed = min(fails), True
-    passes = [p.qps for p in s.points if p.passed and p.qps < s.hi]
-    s.lo = max(passes, default=0.0)
-    if not s.hi_failed:
-        if s.hi >= max_qps:
-            s.done = True
-        else:
-            s.lo, s.hi = s.hi, min(2 * s.hi, max_qps)
-        return
-    if s.hi - s.lo <= granularity * s.hi:
-        s.done = True
+def _ahead(s: Search, budget: int, rules: tuple[float, float, int]) -> list[float]:
+    """Up to `budget` rates to run now: the pending step's, then those of the steps after it under either
+    outcome, breadth first (the outcome 'passed' first: while doubling it is the next top)."""
+    out: list[float] = []
+    frontier = [s.bracket]
+    while frontier and len(out) < budget:
+        b = frontier.pop(0)
+        if b.done:
+            continue
+        q = b.next_qps
+        if q in s.runs:
+            frontier.append(b.after(s.runs[q].passed, *rules))
+            continue
+        if q not in out:
+            out.append(q)
+        frontier += [b.after(True, *rules), b.after(False, *rules)]
+    return out

@@ -109,6 +109,6 @@ def reproduce(
 ) -> Reproduction:
     base, slai, guard = paper_specs(trace, num_requests, time_limit)
     searches = search([base, slai], parse_slo(PAPER_SLO), executor, progress=progress)
-    q = searches[0].capacity or searches[0].lo or 0.1
+    q = searches[0].capacity or 0.1
     summaries, details = run_grid([base, slai, guard], [q], executor, q, progress=progress)
     return Reproduction(searches, summaries, details)
