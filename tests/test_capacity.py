@@ -5,9 +5,10 @@ import pytest
 import llmsched.studies.capacity as capacity
 from llmsched.cli import main
 from llmsched.errors import UserError
+from llmsched.report.text import capacity_flags
 from llmsched.studies.capacity import Point, search
 from llmsched.studies.executor import Executor
-from llmsched.studies.slo import PAPER_SLO, parse_slo
+from llmsched.studies.slo import P99_TTFT_FACTOR, PAPER_SLO, UNFINISHED_SHARE, out_of_line, parse_slo
 from llmsched.studies.spec import RunSpec
 from llmsched.workload import WorkloadConfig
 
@@ -112,6 +113,35 @@ def test_no_passing_rate_gives_zero(monkeypatch):
     with Executor(workers=1) as ex:
         (s,) = search([RunSpec()], parse_slo(PAPER_SLO), ex, max_rounds=8, progress=False)
     assert s.capacity == 0.0
+
+
+def test_out_of_line_flags():
+    slo = parse_slo(PAPER_SLO)
+    fine = {"num_requests": 1000, "unfinished": 30, "rejected": 0, "median_ttft_ms": 300.0, "p99_ttft_ms": 4000.0}
+    assert out_of_line(fine, slo) == []
+    tail = {**fine, "p99_ttft_ms": (P99_TTFT_FACTOR + 1) * 500.0}
+    assert out_of_line(tail, slo) == ["p99 TTFT 5.5 s is 11x the SLO's TTFT limit (flagged above 10x)"]
+    # without a TTFT term, the tail is compared with the run's own median
+    assert len(out_of_line({**fine, "p99_ttft_ms": 3001.0}, parse_slo("tbt_p99<=tier"))) == 1
+    # requests that never arrived before the time limit are not counted against the run
+    share = int(UNFINISHED_SHARE * 800) + 1
+    reasons = {"not arrived before the time limit": 200, "time limit reached": share}
+    left = {**fine, "unfinished": 200 + share, "not_completed_reasons": reasons}
+    assert out_of_line(left, slo) == [f"{share} of 800 arrived requests (5.1%) not completed (flagged above 5%)"]
+    assert out_of_line({**left, "unfinished": 200 + share - 1}, slo) == []
+
+
+def test_a_flagged_capacity_is_reported(monkeypatch):
+    def evaluate(spec, slo):
+        q = spec.workload.qps
+        summary = {"num_requests": 100, "unfinished": 0, "median_ttft_ms": 400.0, "p99_ttft_ms": 333e3}
+        return Point(q, q <= 3.0, "", summary, 0.0, True, tuple(out_of_line(summary, slo)) if q <= 3 else ())
+
+    monkeypatch.setattr(capacity, "evaluate", evaluate)
+    (s,) = search([RunSpec(policy="slai")], parse_slo(PAPER_SLO), InlineExecutor(1), progress=False)
+    assert capacity_flags(s) == [
+        f"slai at {s.capacity:g} QPS: p99 TTFT 333.0 s is 666x the SLO's TTFT limit (flagged above 10x)"
+    ]
 
 
 def test_real_search_orders_policies(write_trace, capsys):

@@ -16,10 +16,27 @@ from llmsched.commands.options import (
     spec_from,
     workload_options,
 )
-from llmsched.studies.capacity import search
+from llmsched.report.text import capacity_flags
+from llmsched.studies.capacity import Search, search
 from llmsched.studies.executor import Executor
 from llmsched.studies.slo import UNSTABLE_WARNING, parse_slo
 from llmsched.studies.spec import check_rate_varies
+
+
+def runs_json(s: Search) -> list[dict]:
+    """The runs a search decided on, by QPS: what `--json` and reproduce's result.json list."""
+    return [
+        {
+            "qps": p.qps,
+            "passed": p.passed,
+            "reason": p.reason,
+            "median_ttft_ms": p.summary.get("median_ttft_ms"),
+            "p99_ttft_ms": p.summary.get("p99_ttft_ms"),
+            "queue_growth": p.growth,
+            "flags": list(p.flags),
+        }
+        for p in sorted(s.points, key=lambda p: p.qps)
+    ]
 
 
 @click.command(name="capacity")
@@ -72,20 +89,8 @@ def command(
     out = {
         "capacity_qps": {s.policy: s.capacity for s in searches},
         "slo": str(target),
-        "runs": {
-            s.policy: [
-                {
-                    "qps": p.qps,
-                    "passed": p.passed,
-                    "reason": p.reason,
-                    "median_ttft_ms": p.summary.get("median_ttft_ms"),
-                    "p99_ttft_ms": p.summary.get("p99_ttft_ms"),
-                    "queue_growth": p.growth,
-                }
-                for p in sorted(s.points, key=lambda p: p.qps)
-            ]
-            for s in searches
-        },
+        "flags": {s.policy: list(s.best.flags) if s.best else [] for s in searches},
+        "runs": {s.policy: runs_json(s) for s in searches},
     }
     if as_json:
         click.echo(json.dumps(out, sort_keys=True))
@@ -93,3 +98,6 @@ def command(
     click.echo(f"capacity under SLO {target}:")
     for s in searches:
         click.echo(f"  {s.policy:<20} {s.capacity:8.3f} QPS  ({len(s.points)} runs)")
+    for s in searches:
+        for line in capacity_flags(s):
+            click.echo(f"flagged: {line}")

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import click
 
+from llmsched.commands.capacity import runs_json
 from llmsched.commands.options import POSITIVE, POSITIVE_INT, check_executor_flags, executor_options, writable_dir
 from llmsched.report.html import table_html, write_html
+from llmsched.report.text import capacity_flags
 from llmsched.studies.executor import Executor
 from llmsched.studies.reproduce import PAPER, reproduce
 
@@ -59,6 +61,8 @@ def command(
     with Executor(backend, workers, ray_address) as ex:
         rep = reproduce(ex, trace, num_requests, time_limit)
     res = rep.result()
+    res["runs"] = {s.policy: runs_json(s) for s in rep.searches}
+    res["flags"] = {s.policy: list(s.best.flags) if s.best else [] for s in rep.searches}
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     res["trace"] = trace or DEFAULT_TRACE
     out_dir = Path(out)
@@ -135,4 +139,7 @@ def command(
                 f"trap: at {q:.3f} QPS {policy} meets the paper's SLO terms over completed requests while "
                 "its queue grows"
             )
+    for s in rep.searches:
+        for line in capacity_flags(s):
+            click.echo(f"flagged: {line}")
     click.echo(f"trace: {res['trace']}; {res['wall_s']} s; report: {out_dir / 'report.html'}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from llmsched.studies.capacity import Search
+
 
 def fraction(x: float | None) -> str:
     """A share in [0, 1] with 3 decimals, truncated: '1' and '0' only when exact."""
@@ -45,3 +47,9 @@ def format_summary(s: dict) -> str:
     if s["not_completed_reasons"]:
         lines.append("not completed: " + "; ".join(f"{n} x {r}" for r, n in s["not_completed_reasons"].items()))
     return "\n".join(lines)
+
+
+def capacity_flags(s: Search) -> list[str]:
+    """What is far out of line at a policy's capacity (slo.out_of_line), one line each."""
+    best = s.best
+    return [f"{s.policy} at {best.qps:g} QPS: {flag}" for flag in best.flags] if best else []

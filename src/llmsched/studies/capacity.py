@@ -24,7 +24,7 @@ from llmsched.errors import UserError
 from llmsched.metrics.stability import queue_growth
 from llmsched.studies.executor import Executor
 from llmsched.studies.run import run
-from llmsched.studies.slo import SLO
+from llmsched.studies.slo import SLO, out_of_line
 from llmsched.studies.spec import RunSpec, validate
 
 
@@ -36,6 +36,7 @@ class Point:
     summary: dict
     growth: float
     stable: bool
+    flags: tuple[str, ...] = ()  # what is far out of line in a passing run (slo.out_of_line)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ def evaluate(spec: RunSpec, slo: SLO) -> Point:
     stab = queue_growth(result)
     summary["queue_growth"] = stab.growth
     passed, reason = slo.check(summary, stab.stable)
-    return Point(spec.workload.qps, passed, reason, summary, stab.growth, stab.stable)
+    flags = tuple(out_of_line(summary, slo)) if passed else ()
+    return Point(spec.workload.qps, passed, reason, summary, stab.growth, stab.stable, flags)
 
 
 def search(
