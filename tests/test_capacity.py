@@ -1,11 +1,12 @@
 import json
+from dataclasses import replace
 
 import pytest
 
 import llmsched.studies.capacity as capacity
 from llmsched.cli import main
 from llmsched.errors import UserError
-from llmsched.report.text import capacity_flags
+from llmsched.report.text import capacity_flags, undecided_warning
 from llmsched.studies.capacity import Point, search
 from llmsched.studies.executor import Executor
 from llmsched.studies.slo import P99_TTFT_FACTOR, PAPER_SLO, UNFINISHED_SHARE, out_of_line, parse_slo
@@ -142,6 +143,26 @@ def test_a_flagged_capacity_is_reported(monkeypatch):
     assert capacity_flags(s) == [
         f"slai at {s.capacity:g} QPS: p99 TTFT 333.0 s is 666x the SLO's TTFT limit (flagged above 10x)"
     ]
+
+
+def test_a_run_too_short_for_the_stability_test_is_said_to_be(monkeypatch):
+    # Sarathi, built-in workload, 1,500 requests at 2.5 QPS: a stable queue that grows 20.4 against the floor's 20
+    spec = RunSpec(workload=WorkloadConfig(num_requests=1500, qps=2.5))
+    p = capacity.evaluate(spec, parse_slo("stable"))
+    assert p.stability_needs is not None and p.stability_needs > 1500
+    assert capacity.evaluate(spec, parse_slo("ttft_p50<=0.5,unstable-ok")).stability_needs is None  # verdict unused
+
+    def evaluate(spec, slo):
+        q = spec.workload.qps
+        return Point(q, q <= 2.4, "" if q <= 2.4 else "queue grows", {}, 0.0, q <= 2.4, (), 4321 if q > 2.3 else None)
+
+    monkeypatch.setattr(capacity, "evaluate", evaluate)
+    (s,) = search([replace(spec, time_limit=600.0)], parse_slo(PAPER_SLO), InlineExecutor(1), progress=False)
+    lowest = min(p.qps for p in s.undecided)
+    assert sorted(p.qps for p in s.undecided) == [q for q in sorted(p.qps for p in s.points) if q > 2.3]
+    warning = undecided_warning(s)
+    assert "too short for the stability test to decide" in warning and "about 4,321 requests would" in warning
+    assert f"--time-limit at least {4321 / lowest:,.0f} s" in warning
 
 
 def test_real_search_orders_policies(write_trace, capsys):

@@ -16,7 +16,7 @@ from llmsched.commands.options import (
     spec_from,
     workload_options,
 )
-from llmsched.report.text import capacity_flags
+from llmsched.report.text import capacity_flags, undecided_warning
 from llmsched.studies.capacity import Search, search
 from llmsched.studies.executor import Executor
 from llmsched.studies.slo import UNSTABLE_WARNING, parse_slo
@@ -33,6 +33,7 @@ def runs_json(s: Search) -> list[dict]:
             "median_ttft_ms": p.summary.get("median_ttft_ms"),
             "p99_ttft_ms": p.summary.get("p99_ttft_ms"),
             "queue_growth": p.growth,
+            "stability_requests_needed": p.stability_needs,
             "flags": list(p.flags),
         }
         for p in sorted(s.points, key=lambda p: p.qps)
@@ -86,10 +87,15 @@ def command(
         click.echo(f"llmsched: warning: {UNSTABLE_WARNING}", err=True)
     with Executor(backend, workers, ray_address) as ex:
         searches = search(specs, target, ex, start_qps=start_qps, granularity=granularity, max_rounds=max_rounds)
+    for s in searches:
+        warning = undecided_warning(s)
+        if warning:
+            click.echo(f"llmsched: warning: {warning}", err=True)
     out = {
         "capacity_qps": {s.policy: s.capacity for s in searches},
         "slo": str(target),
         "flags": {s.policy: list(s.best.flags) if s.best else [] for s in searches},
+        "stability_undecided_qps": {s.policy: sorted(p.qps for p in s.undecided) for s in searches},
         "runs": {s.policy: runs_json(s) for s in searches},
     }
     if as_json:

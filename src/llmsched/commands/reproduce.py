@@ -11,7 +11,7 @@ import click
 from llmsched.commands.capacity import runs_json
 from llmsched.commands.options import POSITIVE, POSITIVE_INT, check_executor_flags, executor_options, writable_dir
 from llmsched.report.html import table_html, write_html
-from llmsched.report.text import capacity_flags
+from llmsched.report.text import capacity_flags, undecided_warning
 from llmsched.studies.executor import Executor
 from llmsched.studies.reproduce import PAPER, reproduce
 
@@ -63,6 +63,11 @@ def command(
     res = rep.result()
     res["runs"] = {s.policy: runs_json(s) for s in rep.searches}
     res["flags"] = {s.policy: list(s.best.flags) if s.best else [] for s in rep.searches}
+    res["stability_undecided_qps"] = {s.policy: sorted(p.qps for p in s.undecided) for s in rep.searches}
+    for s in rep.searches:
+        warning = undecided_warning(s)
+        if warning:
+            click.echo(f"llmsched: warning: {warning}", err=True)
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     res["trace"] = trace or DEFAULT_TRACE
     out_dir = Path(out)

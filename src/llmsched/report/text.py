@@ -53,3 +53,19 @@ def capacity_flags(s: Search) -> list[str]:
     """What is far out of line at a policy's capacity (slo.out_of_line), one line each."""
     best = s.best
     return [f"{s.policy} at {best.qps:g} QPS: {flag}" for flag in best.flags] if best else []
+
+
+def undecided_warning(s: Search) -> str | None:
+    """Says which of a search's verdicts rested on a stability test too short to decide, and what run would do."""
+    points = sorted(s.undecided, key=lambda p: p.qps)
+    if not points:
+        return None
+    need = max(p.stability_needs or 0 for p in points)
+    text = (
+        f"{s.policy}: at {', '.join(f'{p.qps:g}' for p in points)} QPS the run is too short for the stability "
+        f"test to decide (its queue fluctuates more than the growth it must detect); about {need:,} requests would"
+    )
+    limit = s.spec.time_limit
+    if limit is not None and need / points[0].qps > limit:
+        text += f", with --time-limit at least {need / points[0].qps:,.0f} s for them to arrive"
+    return text

@@ -24,7 +24,7 @@ from llmsched.errors import UserError
 from llmsched.metrics.stability import queue_growth
 from llmsched.studies.executor import Executor
 from llmsched.studies.run import run
-from llmsched.studies.slo import SLO, out_of_line
+from llmsched.studies.slo import QUEUE_GROWS, SLO, out_of_line
 from llmsched.studies.spec import RunSpec, validate
 
 
@@ -37,6 +37,8 @@ class Point:
     growth: float
     stable: bool
     flags: tuple[str, ...] = ()  # what is far out of line in a passing run (slo.out_of_line)
+    # Requests the stability test would need to decide, where its verdict decided the run; None: it decided.
+    stability_needs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,11 @@ class Search:
     def capacity(self) -> float:
         return self.best.qps if self.best else 0.0
 
+    @property
+    def undecided(self) -> list[Point]:
+        """The runs the search decided on whose verdict rested on a stability test too short to decide."""
+        return [p for p in self.points if p.stability_needs is not None]
+
 
 def evaluate(spec: RunSpec, slo: SLO) -> Point:
     """One run at one QPS, checked against the SLO (executed in a worker)."""
@@ -95,7 +102,8 @@ def evaluate(spec: RunSpec, slo: SLO) -> Point:
     summary["queue_growth"] = stab.growth
     passed, reason = slo.check(summary, stab.stable)
     flags = tuple(out_of_line(summary, slo)) if passed else ()
-    return Point(spec.workload.qps, passed, reason, summary, stab.growth, stab.stable, flags)
+    needs = stab.requests_needed if slo.stable and (passed or reason == QUEUE_GROWS) else None
+    return Point(spec.workload.qps, passed, reason, summary, stab.growth, stab.stable, flags, needs)
 
 
 def search(

@@ -31,6 +31,7 @@ P99_TTFT_FACTOR = 10.0
 # queue holds a few dozen requests at the end of a run of thousands, an overloaded one a growing backlog.
 UNFINISHED_SHARE = 0.05
 NOT_ARRIVED = "not arrived before the time limit"  # the engine's reason for requests after the end of a run
+QUEUE_GROWS = "queue grows"
 _TERM = re.compile(r"^(ttft|tpot|itl|tbt|e2el)_(p50|median|p90|p99|mean)<=(tier|[0-9.]+(?:e-?[0-9]+)?)$")
 
 
@@ -68,7 +69,7 @@ class SLO:
             return False, "no request completed"
         failures = [f for t in self.terms for f in _failures(t, summary)]
         if self.stable and not stable:
-            failures.append("queue grows")
+            failures.append(QUEUE_GROWS)
         return not failures, "; ".join(failures)
 
 
