@@ -202,7 +202,9 @@ def test_capacity_json_is_the_same_for_any_worker_count(capsys, random_trace):
     for workers in ("1", "2", "8"):
         code, out, _ = run_cli(capsys, *args, "--workers", workers)
         assert code == 0
-        found[workers] = json.loads(out)
+        res = json.loads(out)
+        assert res["metadata"].pop("command").endswith(f"--workers {workers}")
+        found[workers] = res
     assert found["1"] == found["2"] == found["8"]
     assert found["1"]["capacity_qps"]["sarathi"] > 0
 

@@ -57,10 +57,15 @@ def test_simulate_out_writes_files(capsys, write_trace, tmp_path):
     cli(capsys, "simulate", "--trace", trace, "--out", str(tmp_path / "o"), "--token-times")
     files = sorted(p.name for p in (tmp_path / "o").iterdir())
     assert files == ["batches.csv", "requests.csv", "summary.json", "tokens.csv"]
-    tokens = (tmp_path / "o" / "tokens.csv").read_text().splitlines()
+
+    def table(name):
+        return [x for x in (tmp_path / "o" / name).read_text().splitlines() if not x.startswith("#")]
+
+    tokens = table("tokens.csv")
     assert len(tokens) == 1 + 20 * 5 and tokens[1].startswith("0,0,")
-    lines = (tmp_path / "o" / "requests.csv").read_text().splitlines()
-    assert len(lines) == 21 and lines[0].startswith("id,arrival_s,tier")
+    lines = table("requests.csv")
+    assert len(lines) == 21 and lines[0].startswith("id,replica,gpu,arrival_s,tier")
+    assert lines[1].startswith("0,0,rtx6000ada,")
 
 
 def test_bad_trace_from_a_real_process(write_trace):

@@ -4,6 +4,11 @@ from llmsched.cli import main
 from llmsched.studies.grid import parse_grid
 
 
+def table(path):
+    """A result CSV's rows, without its leading `# key: value` metadata lines."""
+    return [x for x in path.read_text().splitlines() if not x.startswith("#")]
+
+
 def run_cli(*args):
     try:
         main(list(args))
@@ -46,10 +51,15 @@ def test_compare_writes_csv_plots_and_one_html(write_trace, tmp_path, capsys):
         "ttft_by_prompt_length.png",
         "ttft_vs_qps.png",
     ]
-    rows = (out / "compare.csv").read_text().splitlines()
+    rows = table(out / "compare.csv")
     assert len(rows) == 1 + 2 * 2 and "paying.p99_itl_ms" in rows[0]
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 5 and "src='http" not in html
+
+
+def without_machine(res):
+    """A result less what may differ between machines and worker counts: wall time, the command line."""
+    return {**res, "wall_s": None, "metadata": {**res["metadata"], "command": None}}
 
 
 def test_reproduce_is_the_same_for_any_worker_count(tmp_path, capsys):
@@ -60,14 +70,21 @@ def test_reproduce_is_the_same_for_any_worker_count(tmp_path, capsys):
         assert run_cli("reproduce", *args) == 0
         res = json.loads(capsys.readouterr().out)
         assert json.loads((out / "result.json").read_text()) == res
-        results[workers] = {**res, "wall_s": None}
+        assert res["metadata"]["command"].endswith(f"--workers {workers} --out {out} --json")
+        results[workers] = without_machine(res)
     assert results["1"] == results["2"] == results["8"]
     res = results["1"]
     assert set(res["capacity_qps"]) == {"sarathi", "slai"}
     assert res["capacity_qps"]["sarathi"] > 0
     assert res["capacity_ratio"] == res["capacity_qps"]["slai"] / res["capacity_qps"]["sarathi"]
     assert -1 < res["median_ttft_reduction"] < 1
-    assert (tmp_path / "rep1" / "report.html").exists()
+    assert res["slo"] == "ttft_p50<=0.5,itl_p99<=tier,stable"
+    html = (tmp_path / "rep1" / "report.html").read_text()
+    assert html.index("What was run") < html.index("Paper vs llmsched")
+    assert res["metadata"]["trace"]["sha256"] in html
+    meta = res["metadata"]
+    assert {"model", "gpu", "kv_blocks", "trace", "arrival", "tiers", "slo", "seed", "llmsched_version"} <= meta.keys()
+    assert meta["seed"] == 42 and meta["arrival"] == {"process": "poisson-capped"} and len(meta["tiers"]) == 2
 
 
 def test_compare_and_capacity_with_replicas(write_trace, tmp_path, capsys):
@@ -93,8 +110,9 @@ def test_compare_and_capacity_with_replicas(write_trace, tmp_path, capsys):
         )
         == 0
     )
-    rows = (out / "compare.csv").read_text().splitlines()
+    rows = table(out / "compare.csv")
     assert "router" in rows[0] and len(rows) == 3
+    assert "replica1.gpu" in rows[0] and rows[1].endswith(",a100-80gb")
     capsys.readouterr()
     assert (
         run_cli(

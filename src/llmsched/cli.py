@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: every user error is one line on stderr and exit status 2, without a traceback."""
     try:
         register_commands()
-        cli.main(args=argv, prog_name="llmsched", standalone_mode=False)
+        args = sys.argv[1:] if argv is None else list(argv)
+        # The command line travels with the context: result files record it (studies/metadata.py).
+        cli.main(args=args, prog_name="llmsched", standalone_mode=False, obj={"argv": args})
     except UserError as e:
         click.echo(f"llmsched: error: {e}", err=True)
         sys.exit(2)

@@ -12,6 +12,7 @@ from llmsched.commands.options import (
     POSITIVE,
     POSITIVE_INT,
     check_executor_flags,
+    command_line,
     executor_options,
     spec_from,
     workload_options,
@@ -19,6 +20,7 @@ from llmsched.commands.options import (
 from llmsched.report.text import capacity_flags, undecided_warning
 from llmsched.studies.capacity import Search, search
 from llmsched.studies.executor import Executor
+from llmsched.studies.metadata import describe
 from llmsched.studies.slo import UNSTABLE_WARNING, parse_slo
 from llmsched.studies.spec import check_rate_varies
 
@@ -83,6 +85,7 @@ def command(
     target = parse_slo(slo)
     specs = [spec_from(name, start_qps, o) for name in policies]
     check_rate_varies(specs[0])
+    meta = describe(specs[0], command_line(), str(target), policies)
     if not target.stable:
         click.echo(f"llmsched: warning: {UNSTABLE_WARNING}", err=True)
     with Executor(backend, workers, ray_address) as ex:
@@ -97,6 +100,7 @@ def command(
         "flags": {s.policy: list(s.best.flags) if s.best else [] for s in searches},
         "stability_undecided_qps": {s.policy: sorted(p.qps for p in s.undecided) for s in searches},
         "runs": {s.policy: runs_json(s) for s in searches},
+        "metadata": meta,
     }
     if as_json:
         click.echo(json.dumps(out, sort_keys=True))

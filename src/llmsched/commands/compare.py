@@ -12,6 +12,7 @@ from llmsched.commands.options import (
     POLICY_LIST,
     POSITIVE,
     check_executor_flags,
+    command_line,
     executor_options,
     spec_from,
     workload_options,
@@ -21,6 +22,7 @@ from llmsched.report.files import write_csv
 from llmsched.report.html import table_html, write_html
 from llmsched.studies.executor import Executor
 from llmsched.studies.grid import flatten, parse_grid, run_grid
+from llmsched.studies.metadata import describe, settings
 from llmsched.studies.spec import check_rate_varies
 
 TABLE_KEYS = ("completed", "unfinished", "median_ttft_ms", "p99_ttft_ms", "p99_itl_ms", "request_throughput")
@@ -60,18 +62,20 @@ def command(
     grid = parse_grid(qps_grid)
     specs = [spec_from(name, grid[0], o) for name in policies]
     check_rate_varies(specs[0])
+    meta = describe(specs[0], command_line(), policies=policies)
     with Executor(backend, workers, ray_address) as ex:
         summaries, details = run_grid(specs, grid, ex, cdf_qps)
-    rows = [flatten(s) for s in summaries]
+    columns = {s.policy: settings(s) for s in specs}
+    rows = [flatten(s, columns[s["policy"]]) for s in summaries]
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, out_dir / "compare.csv")
+    write_csv(rows, out_dir / "compare.csv", meta)
     images = plot_vs_qps(rows, out_dir) + plot_details(details, out_dir)
     table = table_html(
         ["policy", "qps", *TABLE_KEYS], [[r["policy"], r["qps"], *(r.get(k) for k in TABLE_KEYS)] for r in rows]
     )
-    write_html(out_dir / "report.html", "llmsched compare", [("Runs", table)], images)
+    write_html(out_dir / "report.html", "llmsched compare", [("Runs", table)], images, meta)
     if as_json:
-        click.echo(json.dumps({"runs": summaries}, sort_keys=True))
+        click.echo(json.dumps({"runs": summaries, "metadata": meta}, sort_keys=True))
     else:
         click.echo(f"wrote {out_dir / 'compare.csv'}, {len(images)} plots and {out_dir / 'report.html'}")

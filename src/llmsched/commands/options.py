@@ -156,6 +156,13 @@ def executor_options(f: Callable) -> Callable:
     return f
 
 
+def command_line() -> list[str] | None:
+    """The arguments this command was run with (after `llmsched`), as `cli.main` received them."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx else None
+    return list(obj["argv"]) if isinstance(obj, dict) and "argv" in obj else None
+
+
 def check_executor_flags(backend: str) -> None:
     only_with("--ray-address", backend == "ray", "with --backend ray")
 

@@ -9,11 +9,21 @@ from pathlib import Path
 import click
 
 from llmsched.commands.capacity import runs_json
-from llmsched.commands.options import POSITIVE, POSITIVE_INT, check_executor_flags, executor_options, writable_dir
+from llmsched.commands.options import (
+    POSITIVE,
+    POSITIVE_INT,
+    check_executor_flags,
+    command_line,
+    executor_options,
+    writable_dir,
+)
+from llmsched.report.files import write_json
 from llmsched.report.html import table_html, write_html
 from llmsched.report.text import capacity_flags, undecided_warning
 from llmsched.studies.executor import Executor
-from llmsched.studies.reproduce import PAPER, reproduce
+from llmsched.studies.metadata import describe
+from llmsched.studies.reproduce import BASELINE, GUARD, PAPER, SLAI, paper_specs, reproduce
+from llmsched.studies.slo import PAPER_SLO, parse_slo
 
 
 def _pct(x: float | None) -> str:
@@ -57,6 +67,8 @@ def command(
 
     check_executor_flags(backend)
     load_trace(trace)  # fail fast on a bad trace, before any run
+    base = paper_specs(trace, num_requests, time_limit)[0]
+    meta = describe(base, command_line(), str(parse_slo(PAPER_SLO)), [BASELINE, SLAI, GUARD])
     t0 = time.perf_counter()
     with Executor(backend, workers, ray_address) as ex:
         rep = reproduce(ex, trace, num_requests, time_limit)
@@ -64,6 +76,7 @@ def command(
     res["runs"] = {s.policy: runs_json(s) for s in rep.searches}
     res["flags"] = {s.policy: list(s.best.flags) if s.best else [] for s in rep.searches}
     res["stability_undecided_qps"] = {s.policy: sorted(p.qps for p in s.undecided) for s in rep.searches}
+    res["metadata"] = meta
     for s in rep.searches:
         warning = undecided_warning(s)
         if warning:
@@ -122,8 +135,9 @@ def command(
             ),
         ],
         images,
+        meta,
     )
-    (out_dir / "result.json").write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
+    write_json(out_dir / "result.json", res)
     if as_json:
         click.echo(json.dumps(res, sort_keys=True))
         return
@@ -147,4 +161,5 @@ def command(
     for s in rep.searches:
         for line in capacity_flags(s):
             click.echo(f"flagged: {line}")
-    click.echo(f"trace: {res['trace']}; {res['wall_s']} s; report: {out_dir / 'report.html'}")
+    trace_id = f"{meta['trace']['name']} ({meta['trace']['sha256']})"
+    click.echo(f"trace: {trace_id}; {res['wall_s']} s; report: {out_dir / 'report.html'}")

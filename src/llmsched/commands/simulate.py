@@ -8,9 +8,18 @@ from typing import Any
 
 import click
 
-from llmsched.commands.options import POLICY, POSITIVE, only_with, spec_from, workload_options, writable_dir
+from llmsched.commands.options import (
+    POLICY,
+    POSITIVE,
+    command_line,
+    only_with,
+    spec_from,
+    workload_options,
+    writable_dir,
+)
 from llmsched.report.files import write_outputs
 from llmsched.report.text import format_summary
+from llmsched.studies.metadata import describe
 from llmsched.studies.run import run
 from llmsched.studies.spec import validate
 
@@ -40,10 +49,11 @@ def command(
     options = {"order": order} if order else {}
     spec = spec_from(policy, qps, o, **options)
     validate(spec)
+    meta = describe(spec, command_line())
     result, summary = run(spec)
     if out:
-        write_outputs(Path(out), result, summary, token_times)
+        write_outputs(Path(out), result, summary, token_times, meta)
     if as_json:
-        click.echo(json.dumps(summary, sort_keys=True))
+        click.echo(json.dumps({**summary, "metadata": meta}, sort_keys=True))
     else:
         click.echo(format_summary(summary))

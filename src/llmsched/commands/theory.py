@@ -6,9 +6,10 @@ import json
 
 import click
 
-from llmsched.commands.options import GPU, MODEL, POSITIVE, POSITIVE_INT, SEED
+from llmsched.commands.options import GPU, MODEL, POSITIVE, POSITIVE_INT, SEED, command_line
 from llmsched.errors import UserError
 from llmsched.perf import MODELS
+from llmsched.studies.metadata import describe
 from llmsched.studies.spec import RunSpec, replica_specs, validate
 from llmsched.workload import WorkloadConfig
 
@@ -120,4 +121,7 @@ def command(tbt: float | None, budgets: str, as_json: bool, **o: object) -> None
     )
     validate(spec)
     r = report(spec, _budgets(budgets), tbt)
-    click.echo(json.dumps(r, sort_keys=True) if as_json else format_report(r))
+    if as_json:
+        click.echo(json.dumps({**r, "metadata": describe(spec, command_line())}, sort_keys=True))
+    else:
+        click.echo(format_report(r))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from pathlib import Path
 
 
@@ -16,12 +17,24 @@ def table_html(header: list[str], rows: list[list[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_html(path: Path, title: str, sections: list[tuple[str, str]], images: list[Path]) -> None:
-    """sections: (heading, HTML body); images are inlined so the file stands alone."""
+def metadata_html(meta: dict) -> str:
+    """What was run (studies/metadata.describe) as a two-column table."""
+    rows = [[k, v if isinstance(v, str) else json.dumps(v, sort_keys=True)] for k, v in meta.items()]
+    return table_html(["", ""], rows).replace("<table>", "<table class='meta'>", 1)
+
+
+def write_html(
+    path: Path, title: str, sections: list[tuple[str, str]], images: list[Path], meta: dict | None = None
+) -> None:
+    """sections: (heading, HTML body), after "What was run" (the metadata) when given; images are inlined so the
+    file stands alone."""
+    if meta is not None:
+        sections = [("What was run", metadata_html(meta)), *sections]
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:1150px;margin:2em auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}</style></head>",
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}table.meta td{text-align:left}"
+        "img{max-width:100%}</style></head>",
         f"<body><h1>{html.escape(title)}</h1>",
     ]
     for heading, body in sections:

@@ -48,9 +48,12 @@ def run_grid(
     return [s for s, _ in results], [d for _, d in results if d is not None]
 
 
-def flatten(summary: dict) -> dict:
-    """One CSV row: the scalar metrics, plus per-tier ones prefixed by the tier's name."""
-    row = {k: v for k, v in summary.items() if not isinstance(v, dict | list)}
+def flatten(summary: dict, settings: dict | None = None) -> dict:
+    """One CSV row: the run's settings (studies/metadata.settings), the scalar metrics, per-tier ones prefixed
+    by the tier's name and per-replica ones by `replicaN.`."""
+    row = {**(settings or {}), **{k: v for k, v in summary.items() if not isinstance(v, dict | list)}}
     for name, tier in summary.get("tiers", {}).items():
         row.update({f"{name}.{k}": v for k, v in tier.items() if not isinstance(v, dict)})
+    for rep in summary.get("replicas", []):
+        row.update({f"replica{rep['replica']}.{k}": v for k, v in rep.items() if k != "replica"})
     return row

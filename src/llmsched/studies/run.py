@@ -34,5 +34,6 @@ def run(spec: RunSpec, rows: list[TraceRow] | None = None) -> tuple[RunResult, d
     summary = summarize(result, tiers, spec.ttft_slo)
     summary = {"policy": spec.policy, "qps": spec.workload.qps, **summary}
     if isinstance(result, ClusterResult):
-        summary.update(router=spec.router, replicas=result.replica_summary())
+        replicas = [{**r, "gpu": s.gpu} for r, s in zip(result.replica_summary(), specs, strict=True)]
+        summary.update(router=spec.router, replicas=replicas)
     return result, summary
