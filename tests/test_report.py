@@ -79,8 +79,10 @@ def test_reproduce_is_the_same_for_any_worker_count(tmp_path, capsys):
     assert res["capacity_ratio"] == res["capacity_qps"]["slai"] / res["capacity_qps"]["sarathi"]
     assert -1 < res["median_ttft_reduction"] < 1
     assert res["slo"] == "ttft_p50<=0.5,itl_p99<=tier,stable"
+    reasons = [d["reason"] for d in res["differences"]]
+    assert reasons[0].startswith("capacity requires a bounded queue") and len(reasons) >= 4
     html = (tmp_path / "rep1" / "report.html").read_text()
-    assert html.index("What was run") < html.index("Paper vs llmsched")
+    assert html.index("What was run") < html.index("Paper vs llmsched") < html.index("Why they differ")
     assert res["metadata"]["trace"]["sha256"] in html
     meta = res["metadata"]
     assert {"model", "gpu", "kv_blocks", "trace", "arrival", "tiers", "slo", "seed", "llmsched_version"} <= meta.keys()

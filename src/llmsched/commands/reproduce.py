@@ -22,7 +22,7 @@ from llmsched.report.html import table_html, write_html
 from llmsched.report.text import capacity_flags, undecided_warning
 from llmsched.studies.executor import Executor
 from llmsched.studies.metadata import describe
-from llmsched.studies.reproduce import BASELINE, GUARD, PAPER, SLAI, paper_specs, reproduce
+from llmsched.studies.reproduce import BASELINE, GUARD, PAPER, SLAI, differences, paper_specs, reproduce
 from llmsched.studies.slo import PAPER_SLO, parse_slo
 
 
@@ -73,15 +73,19 @@ def command(
     with Executor(backend, workers, ray_address) as ex:
         rep = reproduce(ex, trace, num_requests, time_limit)
     res = rep.result()
-    res["runs"] = {s.policy: runs_json(s) for s in rep.searches}
-    res["flags"] = {s.policy: list(s.best.flags) if s.best else [] for s in rep.searches}
-    res["stability_undecided_qps"] = {s.policy: sorted(p.qps for p in s.undecided) for s in rep.searches}
-    res["metadata"] = meta
+    why = differences(rep)
+    res.update(
+        differences=why,
+        runs={s.policy: runs_json(s) for s in rep.searches},
+        flags={s.policy: list(s.best.flags) if s.best else [] for s in rep.searches},
+        stability_undecided_qps={s.policy: sorted(p.qps for p in s.undecided) for s in rep.searches},
+        metadata=meta,
+        wall_s=round(time.perf_counter() - t0, 1),
+    )
     for s in rep.searches:
         warning = undecided_warning(s)
         if warning:
             click.echo(f"llmsched: warning: {warning}", err=True)
-    res["wall_s"] = round(time.perf_counter() - t0, 1)
     res["trace"] = trace or DEFAULT_TRACE
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -111,6 +115,7 @@ def command(
         "llmsched reproduce: SLAI vs Sarathi-Serve",
         [
             ("Paper vs llmsched", table_html(["", "paper", "llmsched"], rows)),
+            ("Why they differ", table_html(["reason", "measured"], [[d["reason"], d["measured"]] for d in why])),
             (
                 "At Sarathi's capacity",
                 table_html(
@@ -161,5 +166,8 @@ def command(
     for s in rep.searches:
         for line in capacity_flags(s):
             click.echo(f"flagged: {line}")
+    click.echo("why they differ:")
+    for d in why:
+        click.echo(f"- {d['reason']}: {d['measured']}")
     trace_id = f"{meta['trace']['name']} ({meta['trace']['sha256']})"
     click.echo(f"trace: {trace_id}; {res['wall_s']} s; report: {out_dir / 'report.html'}")
