@@ -53,11 +53,14 @@ def test_a_queue_growing_far_beyond_the_threshold_decides_even_in_a_short_run():
 
 
 def test_sarathi_at_1500_requests_is_too_short_to_tell():
-    """The built-in workload at 2.5 QPS: a stable queue whose late excursion grows 20.4 against the floor's 20."""
+    """The paper's trace at 1.4 QPS, below Sarathi's capacity: 1,500 requests cannot tell, 4,000 can."""
     from llmsched.studies.run import run
     from llmsched.studies.spec import RunSpec
     from llmsched.workload import WorkloadConfig
 
-    result, _ = run(RunSpec(workload=WorkloadConfig(num_requests=1500, qps=2.5)))
-    s = queue_growth(result)
+    short, _ = run(RunSpec(workload=WorkloadConfig(num_requests=1500, qps=1.4)))
+    s = queue_growth(short)
     assert s.requests_needed is not None and s.requests_needed > 1500
+    long, _ = run(RunSpec(workload=WorkloadConfig(num_requests=4000, qps=1.4)))
+    s = queue_growth(long)
+    assert s.stable and s.requests_needed is None

@@ -13,12 +13,12 @@ last 3/4 of the arrival window, `L` the half-window's length). The test decides 
 `DECIDE_SE` standard errors clear of the threshold, either way, or when the threshold is its 2% part (at least
 1,000 arrivals in the half) and stands that far clear of the noise. Otherwise the verdict is a coin toss, and
 `requests_needed` says how many arrivals in the window would decide it: the standard error falls as 1/sqrt(L)
-while the threshold grows with L. Measured on Sarathi (built-in workload, rates 2.0-4.8 QPS, 8 seeds each),
-the spread of the fitted growth across seeds is 0.8-1.3 standard errors for runs of 3,000 requests or more and
-up to 1.8 for 1,000-1,500 requests: hence 3 standard errors, and no trust in the noise estimate of runs whose
-threshold is the 20-request floor (a queue excursion near the end of a short window can exceed it in a run
-whose residuals look quiet: Sarathi at 2.5 QPS, 1,500 requests, grows 20.4 against its 20 with a standard
-error estimated at 4.3, where the spread across seeds is about 10).
+while the threshold grows with L. Measured on Sarathi (6-8 seeds a point): on the paper's trace at 1.0-1.6 QPS (its
+capacity is about 1.6), the spread of the fitted growth across seeds is 0.8-1.2 estimated standard errors at 1,500
+and 3,000 requests; on ShareGPT V3 lengths (`--trace sharegpt-v3`, 2.0-4.8 QPS) 0.8-1.3 at 3,000 requests and more
+but up to 1.8 at 1,000-1,500, where a queue excursion late in a short window exceeded the 20-request floor in runs
+whose residuals looked quiet (2.5 QPS, 1,500 requests: growth 20.4, estimated error 4.3, spread across seeds about
+10). Hence 3 standard errors, and no trust in the noise estimate while the floor sets the threshold.
 """
 
 from __future__ import annotations

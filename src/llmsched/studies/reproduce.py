@@ -162,7 +162,9 @@ def differences(rep: Reproduction) -> list[dict]:
             "reason": "batch times come from a model, calibrated on the paper's prefill-only measurement",
             "measured": f"{getattr(model, 'name', type(model).__name__)}: mean error {100 * mape(model):.1f}% "
             f"on the paper's {len(paper_points())} chunk-sweep points; decode tokens, outside that measurement, are "
-            f"{100 * decode_share:.0f}% of the tokens completed at {at:.3f} QPS; mean batch "
+            f"{100 * decode_share:.0f}% of the tokens completed at {at:.3f} QPS"
+            + (f", their KV reads modelled at {model.kv_rate / 1e9:.0f} GB/s" if hasattr(model, "kv_rate") else "")
+            + "; mean batch "
             f"{base.get('mean_batch_ms') or 0:.1f} ms for {base.get('mean_batch_tokens') or 0:.0f} tokens; "
             f"the model's stability bound at budget {budget}: {bound.fixed_qps(budget):.3f} QPS",
         }
