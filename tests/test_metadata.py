@@ -92,3 +92,12 @@ def test_capacity_and_theory_json(capsys):
     args = ("theory", "--num-requests", "200", "--seed", "7", "--json")
     meta = json.loads(run_cli(capsys, *args))["metadata"]
     assert KEYS <= meta.keys() and meta["seed"] == 7 and meta["trace"]["sha256"] == sha(builtin_trace_path())
+
+
+def test_a_cluster_names_each_replicas_gpu_and_batch_time_model(capsys, write_trace):
+    trace = write_trace([(100 + i, 5) for i in range(30)])
+    args = ("simulate", "--trace", trace, "--replicas", "h100-80gb:1,a100-80gb:1", "--router", "jsq", "--json")
+    meta = json.loads(run_cli(capsys, *args))["metadata"]
+    assert [r["gpu"] for r in meta["replicas"]] == ["h100-80gb", "a100-80gb"]
+    models = meta["perf_model"]["builtin"]
+    assert len(models) == 2 and "h100-80gb" in models[0] and "a100-80gb" in models[1]

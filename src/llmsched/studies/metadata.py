@@ -53,11 +53,12 @@ def trace_of(trace: str | None) -> dict:
         raise UserError(f"{path}: cannot read trace ({e.strerror or e})") from None
 
 
-def _perf_model(spec: RunSpec) -> dict:
-    if spec.perf_model:
-        return {"file": spec.perf_model, "sha256": file_hash(spec.perf_model)}
-    model = perf_model(spec)
-    return {"builtin": getattr(model, "name", None) or type(model).__name__}
+def _perf_model(specs: list[RunSpec]) -> dict:
+    """The batch-time model: a file (every replica's), or the built-in models of the replicas' GPUs."""
+    if specs[0].perf_model:
+        return {"file": specs[0].perf_model, "sha256": file_hash(specs[0].perf_model)}
+    names = dict.fromkeys(getattr(m, "name", None) or type(m).__name__ for m in map(perf_model, specs))
+    return {"builtin": list(names)}
 
 
 def settings(spec: RunSpec) -> dict:
@@ -115,7 +116,7 @@ def describe(spec: RunSpec, argv: list[str] | None, slo: str | None = None, poli
         ],
         "router": spec.router if spec.replicas is not None else None,
         "block_size": spec.block_size,
-        "perf_model": _perf_model(spec),
+        "perf_model": _perf_model(specs),
         "policies": engines,
         "time_limit_s": spec.time_limit,
         "batch_overhead_ms": spec.batch_overhead_s * 1e3,
