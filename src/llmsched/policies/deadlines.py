@@ -42,6 +42,20 @@ class DeadlineQueue:
         deadline, _, rid, r = heapq.heappop(self._heap)
         return r if self.deadline.get(rid) == deadline else None
 
+    def head_request(self) -> Req | None:
+        """The request with the earliest deadline (stale entries at the head are dropped), or None."""
+        self._heapify()
+        heap = self._heap
+        while heap and self.deadline.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][3] if heap else None
+
+    def push_back(self, entries: list[Entry]) -> None:
+        """Return popped entries, unchanged (their requests stay queued with the same deadlines)."""
+        self._heapify()
+        for e in entries:
+            heapq.heappush(self._heap, e)
+
     def live(self) -> int:
         """How many requests are queued (stale entries not counted)."""
         if self._clean:
