@@ -7,6 +7,8 @@ from functools import partial
 
 from llmsched.errors import UserError
 from llmsched.policies.batch import BatchBuilder
+from llmsched.policies.deadline_sized import PRESETS as DEADLINE_SIZED_PRESETS
+from llmsched.policies.deadline_sized import DeadlineSized
 from llmsched.policies.fastertransformer import FasterTransformer
 from llmsched.policies.interface import EngineView, Policy
 from llmsched.policies.orca import Orca
@@ -27,6 +29,7 @@ POLICIES: dict[str, Callable[..., Policy]] = {
     "sarathi-spf": partial(Sarathi, order="spf"),
     **{name: partial(SLAI, preset=name) for name in SLAI_PRESETS},
     "rad": RAD,
+    **{name: partial(DeadlineSized, preset=name) for name in DEADLINE_SIZED_PRESETS},
 }
 
 
@@ -41,11 +44,29 @@ def make_policy(name: str, **options: object) -> Policy:
         raise UserError(f"policy {name!r}: {e}") from None
 
 
-def policy_defaults(name: str) -> dict[str, int]:
+def policy_class(name: str) -> type[Policy]:
     make_policy(name)  # validates the name
     factory = POLICIES[name]
-    cls = factory.func if isinstance(factory, partial) else factory
-    return dict(getattr(cls, "defaults", {"token_budget": 512, "max_num_seqs": 128}))
+    return factory.func if isinstance(factory, partial) else factory  # type: ignore[return-value]
 
 
-__all__ = ["POLICIES", "BatchBuilder", "EngineView", "Plan", "Policy", "make_policy", "policy_defaults"]
+def policy_defaults(name: str) -> dict[str, int]:
+    return dict(getattr(policy_class(name), "defaults", {"token_budget": 512, "max_num_seqs": 128}))
+
+
+def needs_perf(name: str) -> bool:
+    """The policy sizes batches with a batch-time model: engines pass theirs as the `perf` option."""
+    return bool(getattr(policy_class(name), "needs_perf", False))
+
+
+__all__ = [
+    "POLICIES",
+    "BatchBuilder",
+    "EngineView",
+    "Plan",
+    "Policy",
+    "make_policy",
+    "needs_perf",
+    "policy_class",
+    "policy_defaults",
+]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from llmsched.metrics import summarize
-from llmsched.policies import make_policy
+from llmsched.perf.perturbed import Perturbed
+from llmsched.policies import make_policy, needs_perf
 from llmsched.records import RunResult
 from llmsched.routers import make_router
 from llmsched.sim.cluster import Cluster, ClusterResult
@@ -15,11 +16,15 @@ from llmsched.workload.trace import TraceRow
 
 
 def replica_engine(spec: RunSpec) -> SimEngine:
-    """An engine with its own policy object; RAD gets the optimal tile of its GPU (or --token-budget)."""
+    """An engine with its own policy object; RAD gets the optimal tile of its GPU (or --token-budget), a policy that
+    sizes batches by time gets the engine's batch-time model (host overhead included)."""
     options = dict(spec.policy_options)
     if spec.policy == "rad" and "tile" not in options:
         options["tile"] = spec.token_budget or replica_tile(spec).tokens
-    return SimEngine(engine_config(spec), make_policy(spec.policy, **options), perf_model(spec))
+    perf = perf_model(spec)
+    if needs_perf(spec.policy) and "perf" not in options:
+        options["perf"] = Perturbed(perf, added_s=spec.batch_overhead_s) if spec.batch_overhead_s else perf
+    return SimEngine(engine_config(spec), make_policy(spec.policy, **options), perf)
 
 
 def run(spec: RunSpec, rows: list[TraceRow] | None = None) -> tuple[RunResult, dict]:
