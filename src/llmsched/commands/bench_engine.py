@@ -10,8 +10,9 @@ from typing import Any
 import click
 
 from llmsched.commands.options import POSITIVE, POSITIVE_INT, SEED, NameList, writable_dir
+from llmsched.errors import UserError
 from llmsched.integrations.vllm.engine import DEFAULT_POLICY
-from llmsched.policies import POLICIES
+from llmsched.policies import POLICIES, needs_perf
 
 
 def model_max_len(model_dir: str) -> int:
@@ -108,6 +109,12 @@ def run_policy(
     default=None,
     help="Write each run (requests, token times, every step) to DIR/<policy>.json, for `sim.replay`.",
 )
+@click.option(
+    "--perf-model",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="This engine's batch-time model (profile CSV or fitted JSON), for policies that size batches by time.",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"policies": {name: summary}} only.')
 def command(
     model_dir: str,
@@ -124,6 +131,7 @@ def command(
     use_compile: bool,
     steps_out: str | None,
     run_log: str | None,
+    perf_model: str | None,
     as_json: bool,
 ) -> None:
     """Replay requests (Poisson arrivals, trace lengths, ignore_eos) into an in-process vLLM engine on the
@@ -136,9 +144,12 @@ def command(
     check_model_dir(model_dir)
     max_len = model_max_len(model_dir)
     wl = WorkloadConfig(trace=trace, num_requests=num_requests, qps=qps, arrival="poisson", tiers=tiers, seed=seed)
+    if perf_model is None and any(n in POLICIES and needs_perf(n) for n in policies):
+        raise UserError("--perf-model is required by a policy that sizes batches by time (see `llmsched profile`)")
     setup = EngineSetup(
-        model_dir, token_budget, max_num_seqs, max_len, kv_cache_gib, enforce_eager=not use_compile, tiers=tiers
-    )
+        model_dir, token_budget, max_num_seqs, max_len, kv_cache_gib, enforce_eager=not use_compile, tiers=tiers,
+        plugin={"perf_model": os.path.abspath(perf_model)} if perf_model else {},
+    )  # fmt: skip
     for folder in (steps_out, run_log):
         if folder is not None:
             os.makedirs(folder, exist_ok=True)

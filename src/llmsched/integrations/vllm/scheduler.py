@@ -26,7 +26,8 @@ Configuration, `additional_config={"llmsched": {...}}` (CLI `--additional-config
   policy (overrides the class's), options (policy knobs), tiers (as `--tiers`; TBT and priority per tier),
   default_tbt (0.2 s), watermark (fraction of KV blocks an admission leaves free, 0.01), record_steps (keep
   each step's {request id: tokens} in `step_log`, for the differential test), steps_out (a CSV file: each
-  step's batch shape and times, `steps.StepFile`).
+  step's batch shape and times, `steps.StepFile`), perf_model (a profile CSV from `llmsched profile --backend
+  vllm` or a fitted-model JSON: this engine's batch-time model, required by policies that size batches by time).
 Per request: `SamplingParams(extra_args={"tier": "paying", "tbt": 0.1, "priority": 0})` (OpenAI API:
 `vllm_xargs`); see `view.TierTable` for the defaults when absent.
 """
@@ -43,9 +44,12 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
 from vllm.v1.request import RequestStatus
 
+from llmsched.errors import UserError
 from llmsched.integrations.vllm.steps import StepFile, step_shape
 from llmsched.integrations.vllm.view import RequestView, RunningViews, TierTable, VLLMView
-from llmsched.policies import Plan, make_policy
+from llmsched.perf import get_model
+from llmsched.perf.fitted import load_perf_model
+from llmsched.policies import Plan, make_policy, needs_perf
 from llmsched.policies.request_queue import WaitQueue
 from llmsched.workload.tiers import DEFAULT_TBT
 
@@ -54,6 +58,13 @@ _WAITING = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
 _RUNNING = RequestStatus.RUNNING
 # Neither running nor finished: what may sit in the waiting queue (one set lookup instead of two calls).
 _QUEUED = frozenset(s for s in RequestStatus if s != RequestStatus.RUNNING and not RequestStatus.is_finished(s))
+
+
+def engine_perf_model(path: str | None, model: str) -> Any:
+    """The batch-time model of this engine (`perf_model`), fitted for `model` (its directory's name)."""
+    if not path:
+        raise UserError("this policy sizes batches by time: give additional_config llmsched.perf_model")
+    return load_perf_model(path, get_model(model).name)
 
 
 class _Fallback(Exception):
@@ -70,7 +81,10 @@ class PolicyScheduler(Scheduler):
         extra = self.vllm_config.additional_config
         cfg = dict(extra.get("llmsched", {})) if isinstance(extra, dict) else {}
         self.policy_name = str(cfg.get("policy", self.policy_name))
-        self.llm_policy = make_policy(self.policy_name, **dict(cfg.get("options", {})))
+        options = dict(cfg.get("options", {}))
+        if needs_perf(self.policy_name) and "perf" not in options:
+            options["perf"] = engine_perf_model(cfg.get("perf_model"), self.vllm_config.model_config.model)
+        self.llm_policy = make_policy(self.policy_name, **options)
         self.tiers = TierTable.from_spec(cfg.get("tiers"), float(cfg.get("default_tbt", DEFAULT_TBT)))
         self.watermark = float(cfg.get("watermark", 0.01))
         self.record_steps = bool(cfg.get("record_steps", False))
