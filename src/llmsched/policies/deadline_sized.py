@@ -45,7 +45,7 @@ class DeadlineSizedConfig:
     fixed_offset: bool = False  # SLAI's offset rule, as `SLAIConfig`
     below_memory_limit_offset: float = 5.0
     above_memory_limit_offset: float = 10.0
-    memory_limit: float = 0.96
+    memory_limit: float = 0.8  # SLAI's is 0.96: above 80% KV in use decodes stop holding KV that prompts wait for
     limit_total_decodes: int = 128  # beta
 
 
@@ -99,6 +99,7 @@ class _Shape:
 
 class DeadlineSized(Policy):
     name = "deadline-sized"
+    sarathi_rules = True  # SLAI's engine rules (interface.Policy), so the two compare on the same KV rules
     needs_perf = True  # engines pass their batch-time model as `perf`
     # The time budget bounds a batch; the token budget is only the engine's hard limit.
     defaults = {"token_budget": 2048, "max_num_seqs": 128}
@@ -140,7 +141,7 @@ class DeadlineSized(Policy):
 
     # --- a batch ----------------------------------------------------------------------------------------------
     def schedule(self, view: EngineView) -> Plan:
-        b, now, c = BatchBuilder(view), view.clock, self.cfg
+        b, now, c = BatchBuilder(view, sarathi_rules=self.sarathi_rules), view.clock, self.cfg
         shape = _Shape(self.perf)
         if c.wait_cap_s:
             self._see(view, now)
@@ -265,7 +266,8 @@ class DeadlineSized(Policy):
             ctx = sum(r.computed for r in rest)
             need = sum(r.computed >= r.blocks * bs for r in rest)  # batch.needs_block, inlined
             earliest = min(due[r.id] for r in rest)
-            if need <= b.free and shape.time(decodes=len(rest), d_ctx=ctx) <= min(budget, safety * (earliest - now)):
+            limit_s = min(budget, safety * (earliest - now))
+            if need + b.decode_floor <= b.free and shape.time(decodes=len(rest), d_ctx=ctx) <= limit_s:
                 b.plan.decodes.extend(rest)
                 b.tokens += len(rest)
                 b.free -= need
@@ -280,8 +282,8 @@ class DeadlineSized(Policy):
             ctxs.append(ctxs[-1] + r.computed)
             needs.append(needs[-1] + (r.computed >= r.blocks * bs))
             dues.append(min(dues[-1], due[r.id]))
-        while needs[n] > b.free:
-            n -= 1
+        while n and (needs[n] > b.free or needs[n - 1] + b.decode_floor > b.free):
+            n -= 1  # `BatchBuilder.decode_fits` for each decode in turn
 
         def fits(m: int) -> bool:
             return shape.time(decodes=m, d_ctx=ctxs[m]) <= min(budget, safety * (dues[m] - now))
