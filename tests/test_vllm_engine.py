@@ -295,3 +295,31 @@ def test_profile_measures_the_engine_and_writes_a_fit_simulate_loads(tiny, write
     trace = write_trace([(50 + i, 4 + i % 5) for i in range(20)])
     main(["simulate", "--model", tiny, "--perf-model", str(out.with_suffix(".fit.json")), "--trace", trace, "--json"])
     assert json.loads(capsys.readouterr().out)["completed"] == 20
+
+
+def test_deadline_sized_runs_in_vllm_on_the_engines_batch_time_model(tiny, tmp_path):
+    """A policy that sizes batches by time gets the model named in `perf_model` (here a fitted JSON for the tiny
+    model) and schedules every step; without one the engine refuses to start, with a one-line reason."""
+    from pathlib import Path
+
+    from llmsched.errors import UserError
+
+    fit = json.loads((Path(__file__).parents[1] / "benchmarks/results/smollm2_vllm_cpu_profile.fit.json").read_text())
+    path = tmp_path / "tiny.fit.json"
+    path.write_text(json.dumps({**fit, "model": "tiny"}))
+    setup = EngineSetup(tiny, token_budget=256, max_num_seqs=8, max_model_len=2048, enforce_eager=True,
+                        tiers="paying:0.3:tbt=0.5,free:0.7:tbt=2.0", plugin={"perf_model": str(path)})  # fmt: skip
+    engine = make_engine(setup, "deadline-sized")
+    try:
+        sched = scheduler_of(engine)
+        assert sched.llm_policy.perf.name.startswith("fitted")
+        counts: dict[str, int] = {}
+        for i in range(10):
+            engine.add_request(str(i), {"prompt_token_ids": [5 + i] * (30 + 40 * i)}, _params(8, {"tier": TIERS[i]}))
+        finished = _drain(engine, counts)
+        assert len(finished) == 10 and all(counts[str(i)] == 8 for i in range(10))
+        assert sched.stats["policy_steps"] > 0 and sched.stats["fallback_steps"] == 0
+    finally:
+        engine.engine_core.shutdown()
+    with pytest.raises(UserError, match="perf_model"):
+        make_engine(EngineSetup(tiny, enforce_eager=True), "deadline-sized")
