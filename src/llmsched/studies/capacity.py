@@ -126,25 +126,25 @@ def search(
         validate(spec)
         searches.append(Search(spec.policy, spec, Bracket(0.0, min(start_qps, max_qps))))
     rules = (granularity, max_qps, max_rounds)
-    bar = tqdm(desc="capacity runs", unit="run", disable=not progress, leave=False)
-    while True:
-        for s in searches:
-            _walk(s, rules)
-        active = [s for s in searches if not s.done]
-        if not active:
-            break
-        jobs, owners = [], []
-        for s in active:
-            for q in _ahead(s, max(1, executor.workers // len(active)), rules):
-                jobs.append((s.spec.at_qps(q), slo))
-                owners.append(s)
-        bar.total = (bar.total or 0) + len(jobs)
-        bar.refresh()
-        for s, p in zip(owners, executor.map(evaluate, jobs, bar), strict=True):
-            s.runs[p.qps] = p
-        if on_round:
-            on_round(searches)
-    bar.close()
+    # closed however the search ends: a bar closed by the garbage collector prints after Ctrl-C's last line
+    with tqdm(desc="capacity runs", unit="run", disable=not progress, leave=False) as bar:
+        while True:
+            for s in searches:
+                _walk(s, rules)
+            active = [s for s in searches if not s.done]
+            if not active:
+                break
+            jobs, owners = [], []
+            for s in active:
+                for q in _ahead(s, max(1, executor.workers // len(active)), rules):
+                    jobs.append((s.spec.at_qps(q), slo))
+                    owners.append(s)
+            bar.total = (bar.total or 0) + len(jobs)
+            bar.refresh()
+            for s, p in zip(owners, executor.map(evaluate, jobs, bar), strict=True):
+                s.runs[p.qps] = p
+            if on_round:
+                on_round(searches)
     return searches
 
 
