@@ -17,8 +17,9 @@ Forecasts (the simulator reads nothing of the evaluated runs):
   (`perf.fitted.refit_to_steps`, from the profile's parameters): the profiler times each shape alone, on a grid
   that has few of the batches a replaying engine runs (1-20 decodes at mixed contexts, several chunks), while a
   replaying engine also turns every running request's token into an output, and the probes run in the runs'
-  hour. (Stop 7 fitted c x profile + d per sequence instead, `perf.base.fit_to_steps`: its fit wanted d < 0,
-  because the profile is off by shape: at 1-3 decodes the probes' steps took 0.8x the profile, at 16-23 1.0-1.2x.)
+  hour. The whole form is refitted, not a factor on the profile plus a cost per sequence
+  (`perf.measured.fit_to_steps`, which `serve_routing.py` uses): the profile is off by shape, not only by level
+  (at 1-3 decodes the probes' steps take about 0.8x the profile, at 16-23 1.0-1.2x), and such a fit asks d < 0.
   The same with the probes' step spread drawn by kind, and with each probe's ratios by kind replayed in measured
   order (`perf.base.InSequence`; the median over probes): slow spells last many steps, and the queues and paused
   decodes they make are the tails. `--no-probes` skips them.
