@@ -1,4 +1,4 @@
-"""Which roofline form fits measured batches: KV reads under a smooth max with compute (the old form) or added to
+"""Which roofline form fits measured batches: KV reads under a smooth max with compute or added to
 it (the roofline's form, `perf/roofline.py`). Each form's efficiencies and overhead are fitted to measured rows
 (relative least squares); the error is reported per row family (prefill, prefill+context, decode, mixed).
 
