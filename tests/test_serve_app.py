@@ -167,8 +167,8 @@ def children_of(parents: set[int]) -> dict[int, list[int]]:
 
 def test_engines_run_at_the_hosts_normal_priority(app):
     """Ray starts its workers at niceness 15 and each replica's engine-core process would inherit it. The engine
-    cores are found as the replica actors' children: in three `.ci/run` runs at stop 6 the engine cores' titles
-    ("VLLM::EngineCore") did not show under this test's environment mark for some of them."""
+    cores are found as the replica actors' children: their titles ("VLLM::EngineCore") do not always show under
+    this test's environment mark."""
     replicas = {
         int(line.split(":")[0]) for line in marked_processes(os.environ[MARK]) if "ServeReplica:llmsched:llm" in line
     }
