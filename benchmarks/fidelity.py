@@ -21,7 +21,7 @@ Forecasts (the simulator reads nothing of the evaluated runs):
   (`perf.measured.fit_to_steps`, which `serve_routing.py` uses): the profile is off by shape, not only by level
   (at 1-3 decodes the probes' steps take about 0.8x the profile, at 16-23 1.0-1.2x), and such a fit asks d < 0.
   The same with the probes' step spread drawn by kind, and with each probe's ratios by kind replayed in measured
-  order (`perf.base.InSequence`; the median over probes): slow spells last many steps, and the queues and paused
+  order (`perf.measured.InSequence`; the median over probes): slow spells last many steps, and the queues and paused
   decodes they make are the tails. `--no-probes` skips them.
 
 The floor: how well the real runs predict each other (each run against the median of the others,
@@ -30,7 +30,7 @@ The floor: how well the real runs predict each other (each run against the media
 Checks (each run simulated with its own step log, `bench-engine --steps-out`: the simulator's scheduling and
 queueing given how the machine ran, not a forecast): the run's speed factor (median measured / profiled step
 time); each step's factor drawn from the run's ratios, one pool or by step kind (prefill-carrying, decode-only;
-median of --draws draws); and each kind's ratios replayed in measured order (`perf.base.InSequence`): this
+median of --draws draws); and each kind's ratios replayed in measured order (`perf.measured.InSequence`): this
 machine's slow spells last many steps, and the queues they build make the TTFT tail.
 
 The simulator runs `vllm-v1` (our model of vLLM's scheduler) for `vllm-default` and the same policy for plugin
