@@ -5,7 +5,7 @@ FasterTransformer, as fractions of `stability_bound_qps`. Four heterogeneous rep
 resource-aware router and with round-robin, as fractions of the summed bound. Figures (PNG) go to --out:
 the throughput curve, the stability regions, and the queue over time at a stable and an unstable rate.
 
-    python benchmarks/stability.py --out /tmp/stability   # about 10 minutes on 2 cores
+    python benchmarks/stability.py --out /tmp/stability   # one run on 2 shared cores at nice 19: about 20 minutes
 """
 
 from __future__ import annotations
