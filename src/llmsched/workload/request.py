@@ -16,6 +16,11 @@ class Request:
     tier: str = "default"
     tbt: float = 0.2  # this request's TBT SLO in seconds
     priority: int = 0  # 0 is served first (paying tier); larger is later
+    # The prompt's consecutive blocks of `prefix_block` tokens (the last may be partial), one id each; an id stands
+    # for the whole prefix up to and including its block (a prefix hash, as the Mooncake trace's `hash_ids`).
+    # Empty: the prompt shares nothing.
+    prefix_ids: tuple[int, ...] = ()
+    prefix_block: int = 0  # tokens per id (512 in the Mooncake trace)
     # Engine state. After a preemption by recompute, the tokens generated so far are prefilled again
     # with the prompt, so `num_prompt` grows beyond `prompt_len`.
     num_prompt: int = 0
@@ -27,6 +32,7 @@ class Request:
     state: str = WAITING
     reason: str = ""
     preemptions: int = 0
+    cached_tokens: int | None = None  # prompt tokens served from the prefix cache at first admission (None: never)
     token_times: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
