@@ -175,7 +175,8 @@ def workload_options(f: Callable) -> Callable:
             type=click.Path(dir_okay=False),
             default=None,
             help="Trace: paper (default: the paper's Openchat ShareGPT4 lengths, Llama-2 tokenizer), sharegpt-v3 "
-            "(ShareGPT V3, Mistral tokenizer), or a CSV file (num_prefill_tokens,num_decode_tokens[,arrived_at]).",
+            "(ShareGPT V3, Mistral tokenizer), a CSV file (num_prefill_tokens,num_decode_tokens[,arrived_at]), or a "
+            "Mooncake JSONL file (timestamp,input_length,output_length,hash_ids).",
         ),
         click.option(
             "--num-requests",
@@ -187,8 +188,15 @@ def workload_options(f: Callable) -> Callable:
             "--arrival",
             type=click.Choice(ARRIVALS),
             default=None,
-            help=f"Arrival process: {', '.join(ARRIVALS)}. Default: trace (its arrived_at) for a trace that has an "
-            "arrived_at column, else poisson-capped (the reference's: gaps capped at 3/qps).",
+            help=f"Arrival process: {', '.join(ARRIVALS)}. Default: trace (its arrived_at, a Mooncake trace's "
+            "timestamps) for a trace that has them, else poisson-capped (the reference's: gaps capped at 3/qps).",
+        ),
+        click.option(
+            "--rate-scale",
+            type=click.FloatRange(min=0, min_open=True),
+            default=1.0,
+            show_default=True,
+            help="Replay a trace's arrivals this many times faster (2 = twice the rate); --qps is not used then.",
         ),
         click.option(
             "--burstiness",
@@ -285,6 +293,7 @@ def spec_from(policy: str, qps: float, o: dict[str, Any], **policy_options: Any)
         num_requests=o["num_requests"],
         qps=qps,
         arrival=o["arrival"],
+        rate_scale=o["rate_scale"],
         burstiness=o["burstiness"],
         tiers=o["tiers"],
         seed=o["seed"],

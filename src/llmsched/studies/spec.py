@@ -13,7 +13,7 @@ from llmsched.policies import make_policy, policy_defaults
 from llmsched.routers import check_router
 from llmsched.sim.engine import EngineConfig
 from llmsched.workload import WorkloadConfig, parse_tiers
-from llmsched.workload.build import resolved_arrival
+from llmsched.workload.build import check_rate_scale, resolved_arrival
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,10 @@ def validate(spec: RunSpec) -> None:
         raise UserError(f"--seed is {spec.workload.seed}, expected a non-negative integer")
     if spec.ttft_slo is not None and not spec.ttft_slo > 0:
         raise UserError(f"--ttft-slo is {spec.ttft_slo}, expected positive seconds")
-    if resolved_arrival(spec.workload) != "trace" and not spec.workload.qps > 0:
+    arrival = resolved_arrival(spec.workload)
+    if arrival != "trace" and not spec.workload.qps > 0:
         raise UserError(f"--qps is {spec.workload.qps}, expected a positive number of requests per second")
+    check_rate_scale(spec.workload, arrival)
     check_router(spec.router)
     replica_specs(spec)
 

@@ -8,9 +8,10 @@ import numpy as np
 
 from llmsched.errors import UserError
 from llmsched.workload.arrivals import arrival_times
+from llmsched.workload.formats import load_rows
 from llmsched.workload.request import REJECTED, Request
 from llmsched.workload.tiers import SLOTier, parse_tiers
-from llmsched.workload.trace import TraceRow, has_arrivals, load_trace
+from llmsched.workload.trace import TraceRow, has_arrivals
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class WorkloadConfig:
     num_requests: int | None = None  # None: every row
     qps: float = 1.0
     arrival: str | None = None  # None: `trace` for a trace with arrived_at, else poisson-capped (the reference's)
+    rate_scale: float = 1.0  # replayed arrivals run this many times faster
     burstiness: float = 1.0
     tiers: str | None = None
     seed: int = 42
@@ -53,15 +55,17 @@ def build_requests(
 ) -> tuple[list[Request], list[SLOTier]]:
     """Requests sorted by arrival. Rows are shuffled as the reference's loader does (`reference_order`), then the
     first `num_requests` are taken; arrivals follow `cfg.arrival` (by default the trace's `arrived_at` when it has
-    that column); tiers are drawn as the reference does. With `max_model_len`, requests longer than it are rejected
-    (`reject_over_length`)."""
+    that column, `--rate-scale` times faster); tiers are drawn as the reference does. A trace with prefix ids (a
+    Mooncake trace, whose sharing follows its order) keeps its order. With `max_model_len`, requests longer than it
+    are rejected (`reject_over_length`)."""
     tiers = parse_tiers(cfg.tiers)
     if rows is None:
-        rows = load_trace(cfg.trace)
+        rows = load_rows(cfg.trace)
     arrival = resolved_arrival(cfg, rows)
+    check_rate_scale(cfg, arrival)
     if cfg.num_requests is not None and cfg.num_requests <= 0:
         raise UserError(f"--num-requests is {cfg.num_requests}, expected a positive integer")
-    shuffle = cfg.shuffle and arrival != "trace"
+    shuffle = cfg.shuffle and arrival != "trace" and not rows[0].prefix_ids
     order = reference_order(len(rows), cfg.seed) if shuffle else np.arange(len(rows))
     n = len(rows) if cfg.num_requests is None else cfg.num_requests
     if n > len(rows):  # sample with replacement beyond the trace's length, still seeded
@@ -69,14 +73,34 @@ def build_requests(
         order = np.concatenate([order, extra])
     picked = [rows[i] for i in order[:n]]
     times = arrival_times(arrival, n, cfg.qps, cfg.seed, cfg.burstiness, [r.arrived_at for r in picked])
+    if arrival == "trace":
+        times = times / cfg.rate_scale
     tier_idx = reference_tiers(tiers, n, cfg.seed)
     requests = [
-        Request(i, float(times[i]), row.prompt_len, row.decode_len, tiers[k].name, tiers[k].tbt, tiers[k].priority)
+        Request(
+            i,
+            float(times[i]),
+            row.prompt_len,
+            row.decode_len,
+            tiers[k].name,
+            tiers[k].tbt,
+            tiers[k].priority,
+            row.prefix_ids,
+            row.prefix_block,
+        )
         for i, (row, k) in enumerate(zip(picked, tier_idx, strict=True))
     ]
     if max_model_len is not None:
         reject_over_length(requests, max_model_len)
     return requests, tiers
+
+
+def check_rate_scale(cfg: WorkloadConfig, arrival: str) -> None:
+    """--rate-scale scales replayed arrivals only."""
+    if not cfg.rate_scale > 0:
+        raise UserError(f"--rate-scale is {cfg.rate_scale}, expected a positive factor")
+    if cfg.rate_scale != 1.0 and arrival != "trace":
+        raise UserError(f"--rate-scale scales replayed arrivals; with --arrival {arrival} set the rate by --qps")
 
 
 def reject_over_length(requests: list[Request], max_model_len: int) -> int:

@@ -1,11 +1,15 @@
-"""Prefix ids as caches key them: each id chained on the ids before it, as vLLM chains its block hashes, so two
-prompts share a key exactly as far as their leading ids agree (whether the ids are prefix hashes already, as the
-Mooncake trace's, or per-block content hashes). The simulated engine's KV cache and the prefix-aware routers both
-key by these."""
+"""Prefix ids as caches key them, and what they promise a cache.
+
+`chain_ids` chains each id on the ids before it, as vLLM chains its block hashes, so two prompts share a key exactly
+as far as their leading ids agree (whether the ids are prefix hashes already, as the Mooncake trace's, or per-block
+content hashes). The simulated engine's KV cache and the prefix-aware routers both key by these. `prefix_share` is
+the share of prompt blocks an unbounded cache could serve."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+
+from llmsched.workload.request import Request
 
 
 def chain_ids(ids: Sequence[int]) -> list[int]:
@@ -15,3 +19,15 @@ def chain_ids(ids: Sequence[int]) -> list[int]:
         parent = hash((parent, i))
         out.append(parent)
     return out
+
+
+def prefix_share(requests: Iterable[Request]) -> tuple[int, int]:
+    """(blocks seen before, blocks) over the prompts in arrival order: a block whose id an earlier prompt holds could
+    come from a cache that never evicts (the ceiling of any hit rate in blocks). Prompts without ids count none."""
+    seen: set[int] = set()
+    hits = total = 0
+    for r in sorted(requests, key=lambda r: (r.arrival, r.id)):
+        hits += sum(h in seen for h in r.prefix_ids)
+        total += len(r.prefix_ids)
+        seen.update(r.prefix_ids)
+    return hits, total

@@ -24,6 +24,8 @@ class TraceRow:
     prompt_len: int
     decode_len: int
     arrived_at: float | None = None
+    prefix_ids: tuple[int, ...] = ()  # see Request.prefix_ids
+    prefix_block: int = 0
 
 
 def builtin_trace_path(name: str = DEFAULT_TRACE) -> Path:
@@ -31,13 +33,28 @@ def builtin_trace_path(name: str = DEFAULT_TRACE) -> Path:
 
 
 def has_arrivals(trace: str | Path | None) -> bool:
-    """The trace has an `arrived_at` column (its header says so; the rows are checked when loaded)."""
+    """The trace has an `arrived_at` column (its header says so; the rows are checked when loaded), or is a Mooncake
+    trace (timestamps on every line)."""
     path = trace_path(trace)
+    if is_jsonl(path):
+        return True
     try:
         with open(path, newline="") as f:
             return "arrived_at" in (csv.DictReader(f).fieldnames or [])
     except (OSError, UnicodeDecodeError, csv.Error):
         return False  # load_trace reports the file's problem
+
+
+def is_jsonl(path: Path) -> bool:
+    """A `.jsonl` file, or one whose first non-blank character opens a JSON object (a CSV header cannot): the
+    Mooncake format (`workload.mooncake`)."""
+    if path.suffix == ".jsonl":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(256).lstrip().startswith(b"{")
+    except OSError:
+        return False  # the loader reports it
 
 
 def trace_path(trace: str | Path | None) -> Path:
