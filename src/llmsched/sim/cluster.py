@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 from llmsched.records import BatchLog, RunResult
 from llmsched.routers import Router
+from llmsched.sim.arrivals import Arrivals
 from llmsched.sim.engine import SimEngine
 from llmsched.workload.request import FINISHED, REJECTED, Request
+from llmsched.workload.source import Workload
 
 
 @dataclass
@@ -43,33 +45,67 @@ class Cluster:
             raise ValueError("one router slot per engine")
         self.engines, self.router = engines, router
         self._left: list[tuple[float, int, Request]] = []  # (time, id, request): completions to report
+        self._arrivals: Arrivals | None = None  # a closed loop's, while it runs
         for i, e in enumerate(engines):
             e.replica = i
             e.on_done = self._done
 
     def _done(self, r: Request, t: float) -> None:
         heapq.heappush(self._left, (t, r.id, r))
+        if self._arrivals is not None:
+            self._arrivals.done(r, t)
 
-    def run(self, requests: list[Request]) -> ClusterResult:
+    def run(self, requests: list[Request] | Workload) -> ClusterResult:
+        """Serve a list of requests (an open loop), or a closed-loop workload whose arrivals follow completions."""
+        if not isinstance(requests, list):
+            return self._run_closed(Arrivals(requests))
         pending = sorted(requests, key=lambda r: (r.arrival, r.id))
         routed: list[list[Request]] = [[] for _ in self.engines]
         for r in pending:
             for e in self.engines:
                 e.advance(r.arrival)
-            while self._left and self._left[0][0] <= r.arrival:
-                self.router.settle(heapq.heappop(self._left)[1])
-            if r.state == REJECTED:  # refused on arrival (longer than the model's context): never routed
-                continue
-            i = self.router.route(r.id, r.prompt_len, r.decode_len)
-            routed[i].append(r)
-            self.engines[i].add(r)
+            self._route(r, routed)
+        return self._finish(pending, routed)
+
+    def _run_closed(self, arrivals: Arrivals) -> ClusterResult:
+        # Batches start in time order across replicas (the replica furthest behind runs next, one batch at a
+        # time), so an arrival a completion causes never lands before a batch already run anywhere.
+        routed: list[list[Request]] = [[] for _ in self.engines]
+        self._arrivals = arrivals
+        try:
+            while True:
+                t = arrivals.next_time()
+                behind = min((e for e in self.engines if e.active), key=lambda e: e.now, default=None)
+                if behind is not None and behind.now < t:
+                    behind.step()
+                elif t < math.inf:
+                    self._route(arrivals.pop(), routed)
+                else:
+                    break
+        finally:
+            self._arrivals = None
+        return self._finish(arrivals.issued, routed)
+
+    def _route(self, r: Request, routed: list[list[Request]]) -> None:
+        """Book an arrival on the router's replica; every replica has run the batches that start before it."""
+        while self._left and self._left[0][0] <= r.arrival:
+            self.router.settle(heapq.heappop(self._left)[1])
+        if r.state == REJECTED:  # refused on arrival (longer than the model's context): never routed
+            if self._arrivals is not None:
+                self._arrivals.done(r, r.arrival)
+            return
+        i = self.router.route(r.id, r.prompt_len, r.decode_len)
+        routed[i].append(r)
+        self.engines[i].add(r)
+
+    def _finish(self, requests: list[Request], routed: list[list[Request]]) -> ClusterResult:
         for e in self.engines:
             e.advance(math.inf)
         while self._left:
             self.router.settle(heapq.heappop(self._left)[1])
         parts = [e.finish(rs) for e, rs in zip(self.engines, routed, strict=True)]
         blocks, end = sum(p.num_blocks for p in parts), max(p.end_time for p in parts)
-        return ClusterResult(pending, _merge([p.batches for p in parts]), blocks, end, parts)
+        return ClusterResult(requests, _merge([p.batches for p in parts]), blocks, end, parts)
 
 
 def _merge(logs: list[BatchLog]) -> BatchLog:

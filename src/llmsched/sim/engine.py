@@ -19,7 +19,9 @@ from llmsched.policies.interface import OrderKey, Policy
 from llmsched.policies.plan import Plan
 from llmsched.policies.request_queue import WaitQueue
 from llmsched.records import BatchLog, RunResult
+from llmsched.sim.arrivals import Arrivals
 from llmsched.workload.request import FINISHED, REJECTED, RUNNING, UNFINISHED, WAITING, Request
+from llmsched.workload.source import Workload
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,48 @@ class SimEngine:
         return self.queue.by(key)
 
     # --- the loop -------------------------------------------------------------------------------------
-    def run(self, requests: list[Request]) -> RunResult:
+    def run(self, requests: list[Request] | Workload) -> RunResult:
+        """Serve a list of requests (an open loop), or a closed-loop workload whose arrivals follow completions."""
+        if not isinstance(requests, list):
+            return self._run_closed(Arrivals(requests))
         pending = sorted(requests, key=lambda r: (r.arrival, r.id))
         for r in pending:
             self.advance(r.arrival)
             self.add(r)
         self.advance(math.inf)
         return self.finish(pending)
+
+    @property
+    def active(self) -> bool:
+        """Has a batch to run before any further arrival (not idle, blocked or past the time limit)."""
+        return not self._stalled and not self._stopped
+
+    def step(self) -> None:
+        """Run one batch (and the rejections or preemptions planned before it), or stall."""
+        self.advance(math.nextafter(self.now, math.inf))
+
+    def _run_closed(self, arrivals: Arrivals) -> RunResult:
+        # One batch at a time: a completion's next arrival can come before the next known one.
+        outer = self.on_done
+
+        def done(r: Request, t: float) -> None:
+            arrivals.done(r, t)
+            if outer is not None:
+                outer(r, t)
+
+        self.on_done = done
+        try:
+            while True:
+                t = arrivals.next_time()
+                if self.active and self.now < t:
+                    self.step()
+                elif t < math.inf:
+                    self.add(arrivals.pop())
+                else:
+                    break
+        finally:
+            self.on_done = outer
+        return self.finish(arrivals.issued)
 
     def add(self, r: Request) -> None:
         """A request arrives. Arrivals come in time order, none before the start of the batch in progress;
