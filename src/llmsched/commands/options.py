@@ -175,14 +175,34 @@ def workload_options(f: Callable) -> Callable:
             type=click.Path(dir_okay=False),
             default=None,
             help="Trace: paper (default: the paper's Openchat ShareGPT4 lengths, Llama-2 tokenizer), sharegpt-v3 "
-            "(ShareGPT V3, Mistral tokenizer), a CSV file (num_prefill_tokens,num_decode_tokens[,arrived_at]), or a "
-            "Mooncake JSONL file (timestamp,input_length,output_length,hash_ids).",
+            "(ShareGPT V3, Mistral tokenizer), a CSV file (num_prefill_tokens,num_decode_tokens[,arrived_at]), a "
+            "Mooncake JSONL file (timestamp,input_length,output_length,hash_ids), or sessions: multi-turn ShareGPT V3 "
+            "chats as a closed loop (--qps: sessions/s).",
         ),
         click.option(
             "--num-requests",
             type=POSITIVE_INT,
             default=None,
             help="Requests to sample (seeded shuffle); default: the whole trace.",
+        ),
+        click.option(
+            "--num-sessions",
+            type=click.IntRange(min=1),
+            default=None,
+            help="--trace sessions: sessions to sample (seeded shuffle); default: all 4,000.",
+        ),
+        click.option(
+            "--think-time",
+            type=click.FloatRange(min=0),
+            default=None,
+            help="--trace sessions: mean seconds (exponential) from an answer to the next turn; default: 10.",
+        ),
+        click.option(
+            "--system-prompts",
+            type=str,
+            default=None,
+            help="K:L:FRACTION: K shared system prompts of L tokens; each request (each session) starts with one "
+            "of them with probability FRACTION.",
         ),
         click.option(
             "--arrival",
@@ -294,6 +314,10 @@ def spec_from(policy: str, qps: float, o: dict[str, Any], **policy_options: Any)
         qps=qps,
         arrival=o["arrival"],
         rate_scale=o["rate_scale"],
+        num_sessions=o["num_sessions"],
+        think_time=o["think_time"],
+        system_prompts=o["system_prompts"],
+        prefix_block=o["block_size"],
         burstiness=o["burstiness"],
         tiers=o["tiers"],
         seed=o["seed"],

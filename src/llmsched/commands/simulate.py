@@ -29,7 +29,13 @@ from llmsched.studies.spec import validate
 @click.option(
     "--order", type=click.Choice(["fcfs", "spf"]), default=None, help="With --policy sarathi: its waiting-queue order."
 )
-@click.option("--qps", type=POSITIVE, default=1.0, show_default=True, help="Mean arrival rate (requests/s).")
+@click.option(
+    "--qps",
+    type=POSITIVE,
+    default=1.0,
+    show_default=True,
+    help="Mean arrival rate (requests/s; sessions/s with --trace sessions); not used replaying timestamps.",
+)
 @workload_options
 @click.option(
     "--out",

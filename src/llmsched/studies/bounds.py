@@ -10,7 +10,8 @@ from functools import lru_cache
 from llmsched.errors import UserError
 from llmsched.studies.spec import RunSpec, engine_config, max_model_len, perf_model, replica_specs
 from llmsched.theory import Bound, Limits, Tile, WorkloadStats, cached_tile
-from llmsched.workload import WorkloadConfig, build_requests
+from llmsched.workload import WorkloadConfig
+from llmsched.workload.compose import build_workload
 from llmsched.workload.request import REJECTED
 
 
@@ -21,8 +22,10 @@ def workload_stats(spec: RunSpec) -> WorkloadStats:
 
 @lru_cache(maxsize=16)
 def _stats(workload: WorkloadConfig, max_len: int) -> WorkloadStats:
-    """Means over the requests the engine serves: those longer than `max_len` are rejected on arrival."""
-    requests = [r for r in build_requests(workload, max_len)[0] if r.state != REJECTED]
+    """Means over the requests the engine serves: those longer than `max_len` are rejected on arrival (a closed
+    loop's: every turn it can send)."""
+    built, _ = build_workload(workload, max_len)
+    requests = [r for r in (built if isinstance(built, list) else built.expand()) if r.state != REJECTED]
     if not requests:
         raise UserError(f"every request of the trace is longer than max_model_len {max_len}")
     return WorkloadStats.of([r.prompt_len for r in requests], [r.decode_len for r in requests])

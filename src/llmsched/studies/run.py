@@ -11,7 +11,8 @@ from llmsched.sim.cluster import Cluster, ClusterResult
 from llmsched.sim.engine import SimEngine
 from llmsched.studies.bounds import replica_tile
 from llmsched.studies.spec import RunSpec, engine_config, max_model_len, perf_model, replica_specs, validate
-from llmsched.workload import build_requests
+from llmsched.workload.compose import build_workload
+from llmsched.workload.sessions import Sessions
 from llmsched.workload.trace import TraceRow
 
 
@@ -29,7 +30,7 @@ def replica_engine(spec: RunSpec) -> SimEngine:
 
 def run(spec: RunSpec, rows: list[TraceRow] | None = None) -> tuple[RunResult, dict]:
     validate(spec)
-    requests, tiers = build_requests(spec.workload, max_model_len(spec), rows)
+    requests, tiers = build_workload(spec.workload, max_model_len(spec), rows)
     specs = replica_specs(spec)
     if spec.replicas is None:
         result = replica_engine(spec).run(requests)
@@ -38,6 +39,8 @@ def run(spec: RunSpec, rows: list[TraceRow] | None = None) -> tuple[RunResult, d
         result = Cluster([replica_engine(s) for s in specs], router).run(requests)
     summary = summarize(result, tiers, spec.ttft_slo)
     summary = {"policy": spec.policy, "qps": spec.workload.qps, **summary}
+    if isinstance(requests, Sessions):  # turns a session never sent: it ended (a rejection) or time ran out
+        summary.update(sessions=len(requests.sessions), turns_not_sent=requests.num_turns - len(result.requests))
     if isinstance(result, ClusterResult):
         replicas = [{**r, "gpu": s.gpu} for r, s in zip(result.replica_summary(), specs, strict=True)]
         summary.update(router=spec.router, replicas=replicas)

@@ -14,6 +14,7 @@ from llmsched.routers import check_router
 from llmsched.sim.engine import EngineConfig
 from llmsched.workload import WorkloadConfig, parse_tiers
 from llmsched.workload.build import check_rate_scale, resolved_arrival
+from llmsched.workload.compose import check_workload
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ def validate(spec: RunSpec) -> None:
     if spec.perf_model:
         perf_model(spec)
     parse_tiers(spec.workload.tiers)
+    check_workload(spec.workload)
     for name in ("token_budget", "max_num_seqs", "num_blocks", "block_size", "max_model_len"):
         value = getattr(spec, name)
         if value is not None and value <= 0:

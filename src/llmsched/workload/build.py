@@ -25,6 +25,10 @@ class WorkloadConfig:
     tiers: str | None = None
     seed: int = 42
     shuffle: bool = True
+    num_sessions: int | None = None  # --trace sessions: sessions (None: every one in the file)
+    think_time: float | None = None  # --trace sessions: mean seconds between an answer and the next turn
+    system_prompts: str | None = None  # "K:L:FRACTION", see workload.system_prompts
+    prefix_block: int = 16  # tokens per prefix id the generators (sessions, system prompts) give
 
 
 def resolved_arrival(cfg: WorkloadConfig, rows: list[TraceRow] | None = None) -> str:
