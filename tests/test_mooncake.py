@@ -4,6 +4,8 @@ import pytest
 
 from llmsched.cli import main
 from llmsched.errors import UserError
+from llmsched.studies.run import run
+from llmsched.studies.spec import RunSpec
 from llmsched.workload import WorkloadConfig, build_requests
 from llmsched.workload.formats import load_rows
 from llmsched.workload.mooncake import load_mooncake
@@ -120,3 +122,25 @@ def test_rate_scale_with_generated_arrivals_is_refused(capsys, write_jsonl):
         main(["simulate", "--trace", write_jsonl(ROWS), "--arrival", "poisson", "--rate-scale", "2"])
     assert e.value.code == 2
     assert "--rate-scale" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["compare", "capacity"])
+def test_commands_that_vary_qps_refuse_a_replayed_trace(capsys, write_jsonl, tmp_path, command):
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                command,
+                "--trace",
+                write_jsonl(ROWS),
+                "--workers",
+                "1",
+                *(["--out", str(tmp_path / "o")] * (command == "compare")),
+            ]
+        )
+    assert e.value.code == 2 and "--arrival poisson" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_replay_reports_its_own_rate(write_jsonl):
+    _, summary = run(RunSpec(workload=WorkloadConfig(trace=write_jsonl(ROWS), qps=7.0, rate_scale=2.0)))
+    assert summary["qps"] == pytest.approx(3 / 1.0)  # 4 arrivals over 1 s once twice as fast

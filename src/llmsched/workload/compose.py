@@ -20,6 +20,13 @@ def is_sessions(cfg: WorkloadConfig) -> bool:
     return cfg.trace == SESSIONS  # a file so named: ./sessions
 
 
+def offered_rate(requests: list[Request]) -> float:
+    """Arrivals per second over the span of the arrivals (a replayed trace's rate)."""
+    times = [r.arrival for r in requests]
+    span = max(times) - min(times)
+    return (len(times) - 1) / span if span > 0 else 0.0
+
+
 def check_workload(cfg: WorkloadConfig) -> None:
     """The flags that belong to one kind of workload, and the system prompts' spec, checked before any run."""
     parse_system_prompts(cfg.system_prompts)
