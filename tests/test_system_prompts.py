@@ -65,6 +65,7 @@ def test_a_fraction_of_requests_take_one_and_lengths_stay(write_trace):
     assert len(firsts) == 3  # 64 tokens = 4 whole blocks, one of 3 prompts
     hits, total = prefix_share(reqs)
     assert total == sum(math.ceil(r.prompt_len / 16) for r in taken)
+    assert prefix_share(reqs, block=16) == (hits, sum(math.ceil(r.prompt_len / 16) for r in reqs))
     assert hits == 4 * (len(taken) - 3)  # every prompt's 4 system blocks but the first use of each
 
 

@@ -21,12 +21,16 @@ def chain_ids(ids: Sequence[int]) -> list[int]:
     return out
 
 
-def prefix_share(requests: Iterable[Request]) -> tuple[int, int]:
+def prefix_share(requests: Iterable[Request], block: int | None = None) -> tuple[int, int]:
     """(blocks seen before, blocks) over the prompts in arrival order: a block whose id an earlier prompt holds could
-    come from a cache that never evicts (the ceiling of any hit rate in blocks). Prompts without ids count none."""
+    come from a cache that never evicts (the ceiling of any hit rate in blocks). A prompt without ids shares nothing;
+    its blocks count in the total when `block` (tokens) is given."""
     seen: set[int] = set()
     hits = total = 0
     for r in sorted(requests, key=lambda r: (r.arrival, r.id)):
+        if not r.prefix_ids:
+            total += -(-r.prompt_len // block) if block else 0
+            continue
         hits += sum(h in seen for h in r.prefix_ids)
         total += len(r.prefix_ids)
         seen.update(r.prefix_ids)
