@@ -141,8 +141,9 @@ def test_flags_of_the_wrong_workload_are_refused_before_running(cfg, match):
     "text,match",
     [
         ("session,turn,user_tokens,assistant_tokens\n0,0,5,x\n", "line 2: expected integers"),
-        ("session,turn,user_tokens,assistant_tokens\n0,0,5,6\n0,2,5,6\n", "line 3: expected session 0 turn 1"),
-        ("session,turn,user_tokens,assistant_tokens\n0,0,5,6\n2,0,5,6\n", "line 3: expected session 0 turn 1"),
+        ("session,turn,user_tokens,assistant_tokens\n0,0,5,6\n0,2,5,6\n", "line 3: expected session 0 turn 1 or"),
+        ("session,turn,user_tokens,assistant_tokens\n0,0,5,6\n2,0,5,6\n", "or session 1 turn 0"),
+        ("session,turn,user_tokens,assistant_tokens\n1,0,5,6\n", "line 2: expected session 0 turn 0"),
         ("session,turn,user_tokens,assistant_tokens\n0,0,0,6\n", "line 2: .*positive token counts"),
         ("session,turn\n", "no sessions"),
     ],

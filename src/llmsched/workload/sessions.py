@@ -49,9 +49,9 @@ def load_sessions(path: Path | None = None) -> list[list[tuple[int, int]]]:
                 if s == len(sessions) and k == 0:
                     sessions.append([])
                 if s != len(sessions) - 1 or k != len(sessions[-1]) or user < 1 or answer < 1:
+                    nxt = f"session {len(sessions) - 1} turn {len(sessions[-1])} or " if sessions else ""
                     raise UserError(
-                        f"{path}: line {line}: expected session {len(sessions) - 1} turn "
-                        f"{len(sessions[-1]) if sessions else 0} with positive token counts"
+                        f"{path}: line {line}: expected {nxt}session {len(sessions)} turn 0, with positive token counts"
                     )
                 sessions[-1].append((user, answer))
     except OSError as e:
