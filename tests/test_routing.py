@@ -80,3 +80,71 @@ def test_bookings_balance(name, caps, ops):
         mine = [v for v in open_.values() if v[0] == i]
         assert load.requests == len(mine)
         assert load.tokens == sum(p + d for _, p, d in mine)
+
+
+# --- routers that see the prompt's prefix ids ------------------------------------------------------------------------
+def conv(c, k):
+    """Prefix ids of conversation c's first k blocks (all start with the shared id 0)."""
+    return (0, *(100 * c + j for j in range(1, k)))
+
+
+def test_prefix_affinity_follows_the_longest_cached_prefix():
+    r = make_router("prefix-affinity", [1, 1, 1])
+    assert r.route("a", 512 * 4, 10, conv(1, 4), 512) == 0  # nothing cached anywhere: least loaded, lowest index
+    # matches only the shared id 0 on replica 0 (1 of 11 blocks, under match_rate_threshold 0.1): smallest picture
+    assert r.route("b", 512 * 11, 10, conv(2, 11), 512) == 1
+    assert r.route("x", 512 * 11, 10, conv(3, 11), 512) == 2
+    assert r.route("y", 100, 10, (), 0) == 0  # no ids: the smallest picture (4 ids against 11)
+    assert r.route("z", 100, 10, (), 0) == 0  # ... whatever its load
+    assert r.route("c", 512 * 6, 10, conv(1, 6), 512) == 0  # conversation 1's next turn: 4 blocks cached on 0
+    assert r.route("d", 512 * 12, 10, conv(2, 12), 512) == 1
+
+
+def test_cache_aware_matches_then_guards_the_load():
+    r = make_router("cache-aware", [1, 1])
+    assert r.route("a", 4096, 10, conv(1, 8), 512) == 0
+    # 3 of 4 blocks matched (0.75 > cache_threshold 0.3): replica 0, though it is busier
+    assert r.route("b", 2048, 10, conv(1, 4), 512) == 0
+    # only id 0 matched (1 of 8 = 0.125): the replica whose picture is smallest
+    assert r.route("c", 4096, 10, conv(2, 8), 512) == 1
+    # imbalanced beyond both thresholds (more than 64 apart and 1.5x): least loaded, whatever the match
+    for i in range(70):
+        r.book(("load", i), 0, 10, 10)
+    assert r.route("d", 4096, 10, conv(1, 8), 512) == 1
+
+
+def test_prefix_score_weighs_prefix_queue_and_kv_as_llm_d():
+    r = make_router("prefix-score", [1, 1], cache_tokens=[100_000, 100_000])
+    r.route("a", 4096, 0, conv(1, 8), 512)  # all equal: 3 x 0 + 2 x 1 + 2 x 1 on both; a tie drawn at random
+    home = r.indexes.index(next(i for i in r.indexes if len(i)))
+    other = 1 - home
+    # Full match (3), busier queue (0), KV 4096 / 100k used (2 x 0.959) against no match, idle: the match wins.
+    assert r.route("b", 4096, 0, conv(1, 8), 512) == home
+    # Ten more requests booked at home: its queue score stays 0 and its KV use grows; the match still wins (3 > 2)...
+    for i in range(10):
+        r.book(("q", i), home, 4096, 0)
+    assert r.route("c", 4096, 0, conv(1, 8), 512) == home
+    # ...until its KV is full: 3 + 0 + 0 against 0 + 2 + 2
+    for i in range(20):
+        r.book(("kv", i), home, 4096, 0)
+    assert r.route("d", 4096, 0, conv(1, 8), 512) == other
+
+
+def test_prefix_index_is_lru_bounded_and_evicts_tails_first():
+    r = make_router("prefix-affinity", [1, 1], cache_tokens=[512 * 4, 512 * 4])
+    r.route("a", 512 * 4, 1, conv(1, 4), 512)  # fills replica 0's picture (4 blocks)
+    r.route("b", 512 * 2, 1, conv(2, 2), 512)  # replica 1 (least loaded: tie on the shared id 0)
+    r.route("c", 512 * 2, 1, (0, 999), 512)  # id 0 is on both: least loaded... replica 0 again? loads 1 vs 1: 0
+    index = r.indexes[0]
+    assert len(index) == 4
+    # conversation 1's last two ids were evicted (its first ids, refreshed by c's id 0, stay)
+    from llmsched.workload.prefix import chain_ids
+
+    assert index.match(chain_ids(conv(1, 4))) == 2
+
+
+def test_load_routers_take_the_prefix_call_shape():
+    for name in ROUTERS:
+        r = make_router(name, [1, 1], 0)
+        assert r.route("a", 100, 10) in (0, 1)
+        assert r.route("b", 100, 10, conv(1, 2), 512) in (0, 1)

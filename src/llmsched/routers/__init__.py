@@ -8,9 +8,21 @@ from collections.abc import Sequence
 from llmsched.errors import UserError
 from llmsched.routers.base import ReplicaLoad, Router
 from llmsched.routers.load import JoinShortestQueue, LeastWork, PowerOfTwo, Random, ResourceAware, RoundRobin
+from llmsched.routers.prefix import CacheAware, PrefixAffinity, PrefixRouter, PrefixScore
 
 ROUTERS: dict[str, type[Router]] = {
-    r.name: r for r in (RoundRobin, Random, JoinShortestQueue, LeastWork, PowerOfTwo, ResourceAware)
+    r.name: r
+    for r in (
+        RoundRobin,
+        Random,
+        JoinShortestQueue,
+        LeastWork,
+        PowerOfTwo,
+        ResourceAware,
+        PrefixAffinity,
+        CacheAware,
+        PrefixScore,
+    )
 }
 
 
@@ -19,9 +31,15 @@ def check_router(name: str) -> None:
         raise UserError(f"--router is {name!r}, expected one of {', '.join(ROUTERS)}")
 
 
-def make_router(name: str, capacities: Sequence[float], seed: int = 0) -> Router:
+def make_router(
+    name: str, capacities: Sequence[float], seed: int = 0, cache_tokens: Sequence[int] | None = None
+) -> Router:
+    """`cache_tokens`: each replica's KV size in tokens, which bounds a prefix router's picture of its cache."""
     check_router(name)
-    return ROUTERS[name](capacities, seed)
+    cls = ROUTERS[name]
+    if issubclass(cls, PrefixRouter):
+        return cls(capacities, seed, cache_tokens)
+    return cls(capacities, seed)
 
 
-__all__ = ["ROUTERS", "ReplicaLoad", "Router", "check_router", "make_router"]
+__all__ = ["ROUTERS", "PrefixRouter", "ReplicaLoad", "Router", "check_router", "make_router"]

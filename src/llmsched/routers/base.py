@@ -6,6 +6,9 @@ and the replica's capacity in tokens/s. `route` picks a replica and books the re
 calls `settle` when the request completes (or is rejected). Routers read nothing else, so the same
 object works wherever arrivals and completions can be reported. Random choices come from a seeded
 generator: same seed and same call sequence, same choices.
+
+`route` also takes the prompt's prefix ids (`Request.prefix_ids`, `prefix_block` tokens each): the load routers
+ignore them, the prefix routers (`prefix.py`) keep from them a picture of what each replica has cached.
 """
 
 from __future__ import annotations
@@ -41,7 +44,14 @@ class Router:
     def choose(self, prompt_tokens: int, decode_tokens: int) -> int:
         raise NotImplementedError
 
-    def route(self, key: object, prompt_tokens: int, decode_tokens: int) -> int:
+    def route(
+        self,
+        key: object,
+        prompt_tokens: int,
+        decode_tokens: int,
+        prefix_ids: Sequence[int] = (),
+        prefix_block: int = 0,
+    ) -> int:
         """Choose a replica for request `key` and book its load there."""
         i = self.choose(prompt_tokens, decode_tokens)
         self.book(key, i, prompt_tokens, decode_tokens)

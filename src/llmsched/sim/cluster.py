@@ -94,7 +94,7 @@ class Cluster:
             if self._arrivals is not None:
                 self._arrivals.done(r, r.arrival)
             return
-        i = self.router.route(r.id, r.prompt_len, r.decode_len)
+        i = self.router.route(r.id, r.prompt_len, r.decode_len, r.prefix_ids, r.prefix_block)
         routed[i].append(r)
         self.engines[i].add(r)
 

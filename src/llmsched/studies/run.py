@@ -36,8 +36,10 @@ def run(spec: RunSpec, rows: list[TraceRow] | None = None) -> tuple[RunResult, d
     if spec.replicas is None:
         result = replica_engine(spec).run(requests)
     else:
-        router = make_router(spec.router, [replica_tile(s).tokens_per_s for s in specs], spec.workload.seed)
-        result = Cluster([replica_engine(s) for s in specs], router).run(requests)
+        engines = [replica_engine(s) for s in specs]
+        cache = [e.total_blocks * e.block_size for e in engines]
+        router = make_router(spec.router, [replica_tile(s).tokens_per_s for s in specs], spec.workload.seed, cache)
+        result = Cluster(engines, router).run(requests)
     summary = summarize(result, tiers, spec.ttft_slo)
     # A replayed trace runs at its own rate (times --rate-scale), not at --qps.
     qps = offered_rate(requests) if resolved_arrival(spec.workload) == "trace" else spec.workload.qps
