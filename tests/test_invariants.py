@@ -99,6 +99,7 @@ class View:
         self.clock, self.running, self.waiting, self.free_blocks = clock, running, waiting, free_blocks
         self.total_blocks, self.block_size, self.watermark_blocks = 200, 16, 0
         self.token_budget, self.max_num_seqs, self.max_model_len = 512, 8, 1024
+        self.enable_prefix_caching = False
 
     def waiting_by(self, key):
         return sorted(self.waiting, key=lambda r: (*key(r), r.id))

@@ -31,6 +31,8 @@ class RunResult:
     batches: BatchLog
     num_blocks: int
     end_time: float
+    block_size: int = 16
+    prefix_caching: bool = False  # the engine reused cached prompt blocks (each request's `cached_tokens`)
 
 
 @dataclass(frozen=True)

@@ -296,7 +296,14 @@ def workload_options(f: Callable) -> Callable:
             "--router",
             type=ROUTER,
             default=None,
-            help="With --replicas: which replica takes each request [default: round-robin].",
+            help="With --replicas: which replica takes each request [default: round-robin]; prefix-affinity, "
+            "cache-aware and prefix-score see the prompts' prefix ids.",
+        ),
+        click.option(
+            "--prefix-caching",
+            is_flag=True,
+            help="Reuse cached prompt blocks across requests (vLLM's enable_prefix_caching); hits need a workload "
+            "with prefix ids.",
         ),
         click.option("--seed", type=SEED, default=42, show_default=True),
     ]
@@ -339,4 +346,5 @@ def spec_from(policy: str, qps: float, o: dict[str, Any], **policy_options: Any)
         ttft_slo=o["ttft_slo"],
         replicas=o["replicas"],
         router=o["router"] or RunSpec.router,
+        enable_prefix_caching=o["prefix_caching"],
     )

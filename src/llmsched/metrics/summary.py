@@ -3,6 +3,12 @@ per SLO tier; plus request outcome counts. Percentiles are numpy's (linear), ove
 
 Goodput counts completed requests that met their SLO: TTFT within the tier's `ttft` (or the run's
 `ttft_slo`, if either is given) and every gap between tokens within the tier's TBT.
+
+With prefix caching, vLLM's counters (its PrefixCacheStats, Prometheus `vllm:prefix_cache_queries` and
+`vllm:prefix_cache_hits`): `prefix_cache_queries`, the prompt tokens of every request at its first admission, and
+`prefix_cache_hits`, those served from the cache; re-admissions after a preemption are left out, as vLLM counts them
+apart. Their ratio is `prefix_cache_hit_rate`; the same in blocks (`prefix_cache_query_blocks`: the blocks each
+prompt spans; `prefix_cache_hit_blocks`), with `prefix_cache_block_hit_rate`.
 """
 
 from __future__ import annotations
@@ -25,6 +31,21 @@ def _stats(name: str, values_s: np.ndarray) -> dict[str, float | None]:
     out = {f"mean_{name}_ms": float(ms.mean()), f"median_{name}_ms": float(np.median(ms))}
     out.update({f"p{p}_{name}_ms": float(np.percentile(ms, p)) for p in PERCENTILES if p != 50})
     return out
+
+
+def prefix_cache_stats(reqs: list[Request], block_size: int) -> dict:
+    admitted = [r for r in reqs if r.cached_tokens is not None]
+    queries = sum(r.prompt_len for r in admitted)
+    hits = sum(r.cached_tokens for r in admitted)  # type: ignore[misc]
+    query_blocks = sum(-(-r.prompt_len // block_size) for r in admitted)
+    return {
+        "prefix_cache_queries": queries,
+        "prefix_cache_hits": hits,
+        "prefix_cache_hit_rate": hits / queries if queries else None,
+        "prefix_cache_query_blocks": query_blocks,
+        "prefix_cache_hit_blocks": hits // block_size,
+        "prefix_cache_block_hit_rate": hits // block_size / query_blocks if query_blocks else None,
+    }
 
 
 def _group(reqs: list[Request], duration: float, ttft_slo: float | None, tiers: dict[str, SLOTier]) -> dict:
@@ -86,6 +107,9 @@ def summarize(result: RunResult, tiers: list[SLOTier], ttft_slo: float | None = 
     duration = last - first
     by_tier = {t.name: t for t in tiers}
     summary = {"duration_s": duration, **_group(reqs, duration, ttft_slo, by_tier)}
+    caching = result.prefix_caching
+    if caching:
+        summary.update(prefix_cache_stats(reqs, result.block_size))
     b = result.batches
     summary["num_batches"] = len(b)
     summary["mean_batch_ms"] = float(np.mean(b.duration) * 1e3) if len(b) else None
@@ -103,6 +127,7 @@ def summarize(result: RunResult, tiers: list[SLOTier], ttft_slo: float | None = 
             t.name: {
                 "tbt_slo_ms": t.tbt * 1e3,
                 **_group([r for r in reqs if r.tier == t.name], duration, ttft_slo, by_tier),
+                **(prefix_cache_stats([r for r in reqs if r.tier == t.name], result.block_size) if caching else {}),
             }
             for t in tiers
         }

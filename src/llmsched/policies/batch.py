@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
-from llmsched.policies.interface import EngineView, Req
+from llmsched.policies.interface import NO_HIT, EngineView, PrefixHit, Req
 from llmsched.policies.plan import Plan
 
 
@@ -26,6 +26,13 @@ class BatchBuilder:
     for reserving policies) plus the watermark; a decode needs one block when its last block is full and, under
     Sarathi-Serve's rule (`sarathi_rules`), at least one free block even when it needs none. Reserving policies hold
     every block their decodes will use, and the reference's ports of them never check a decode's slot.
+
+    With prefix caching (`view.enable_prefix_caching`) admission reuses the view's `prefix_hit`: the first chunk is
+    at most the uncached part, and the hit blocks running requests hold cost no free block. A preemption frees only
+    the victim's blocks no other request holds. Within one plan the engine preempts before it admits, so the two
+    are counted so that the plan never promises blocks the engine lacks: an admission after a preemption is charged as
+    if none of its hit were held, and a preemption after admissions is credited less the hit blocks those admissions
+    took as held (the victim may have been their only holder).
     """
 
     def __init__(
@@ -40,6 +47,8 @@ class BatchBuilder:
         self.decode_floor = 1 if sarathi_rules and not reserve_max_len else 0  # free blocks any decode needs
         self.plan = Plan()
         self.preempted: set[int] = set()
+        self.caching = view.enable_prefix_caching
+        self._held_hits = 0  # hit blocks this plan's admissions took as held by running requests
 
     @property
     def room(self) -> int:
@@ -87,12 +96,20 @@ class BatchBuilder:
             self.plan.prefills.append((r, n))
         return n
 
-    def admission_blocks(self, r: Req) -> int:
-        tokens = self.view.max_model_len if self.reserve_max_len else r.num_prompt
-        return blocks_for(tokens, self.view.block_size)
+    def hit(self, r: Req) -> PrefixHit:
+        """What admitting waiting request `r` now would reuse (nothing without prefix caching)."""
+        return self.view.prefix_hit(r) if self.caching else NO_HIT
 
-    def can_admit(self, r: Req) -> bool:
-        return self.seqs < self.view.max_num_seqs and self.free - self.admission_blocks(r) >= self.view.watermark_blocks
+    def admission_blocks(self, r: Req, hit: PrefixHit = NO_HIT) -> int:
+        tokens = self.view.max_model_len if self.reserve_max_len else r.num_prompt
+        held = hit.held_blocks if not self.plan.preempt else 0
+        return blocks_for(tokens, self.view.block_size) - held
+
+    def can_admit(self, r: Req, hit: PrefixHit = NO_HIT) -> bool:
+        return (
+            self.seqs < self.view.max_num_seqs
+            and self.free - self.admission_blocks(r, hit) >= self.view.watermark_blocks
+        )
 
     def never_fits(self, r: Req) -> str:
         """A reason if this request can never be admitted on this engine, else ''."""
@@ -102,13 +119,23 @@ class BatchBuilder:
             return f"needs {self.admission_blocks(r)} KV blocks, the pool has {self.view.total_blocks}"
         return ""
 
-    def admit(self, r: Req, limit: int | None = None) -> int:
-        """Admit a waiting request and schedule its first chunk; 0 if it does not fit now."""
-        if self.room < 1 or not self.can_admit(r):
+    def admit(self, r: Req, limit: int | None = None, hit: PrefixHit | None = None) -> int:
+        """Admit a waiting request and schedule its first chunk (after its cached prefix); 0 if it does not fit
+        now. `hit`: `self.hit(r)` when the caller has it already."""
+        if hit is None:
+            hit = self.hit(r)
+        if self.room < 1 or not self.can_admit(r, hit):
             return 0
-        self.free -= self.admission_blocks(r)
+        cost = self.admission_blocks(r, hit)
+        self.free -= cost
         self.seqs += 1
-        return self.add_chunk(r, limit)
+        if not self.plan.preempt:
+            self._held_hits += hit.held_blocks
+        n = min(r.remaining_prefill - hit.tokens, self.room, limit if limit is not None else self.room)
+        if n > 0:
+            self.tokens += n
+            self.plan.prefills.append((r, n))
+        return n
 
     def admit_waiting(self, queue: Iterable[Req], whole: bool = False, limit: int | None = None) -> None:
         """Admit from the head of `queue` until one does not fit (head-of-line blocking, as the reference
@@ -124,13 +151,17 @@ class BatchBuilder:
             if reason:
                 self.plan.reject.append((r, reason))
                 continue
-            if whole and r.remaining_prefill > self.room:
+            hit = self.hit(r)
+            if whole and r.remaining_prefill - hit.tokens > self.room:
                 return
-            if not self.admit(r, limit):
+            if not self.admit(r, limit, hit):
                 return
 
     def preempt(self, r: Req) -> None:
-        self.free += r.blocks
+        if self.caching:
+            self.free += max(0, self.view.exclusive_blocks(r) - self._held_hits)
+        else:
+            self.free += r.blocks
         self.seqs -= 1
         self.preempted.add(r.id)
         self.plan.preempt.append(r)

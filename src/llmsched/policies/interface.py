@@ -6,16 +6,41 @@ A policy never mutates the view or the requests, never imports an engine, and re
 Requests are read through these attributes (the simulator's `Request`; the vLLM adapter's wrapper):
 `id, arrival, prompt_len, tier, tbt, priority, num_prompt, prefilled, generated, computed, blocks`
 and the properties `remaining_prefill`, `is_decoding`, `finished`.
+
+Prefix caching (`enable_prefix_caching`, vLLM's name). An engine that reuses KV across requests tells the policy, per
+request, what it would reuse. The policy needs nothing else: `BatchBuilder` accounts admission with it.
+- `prefix_hit(r)`: for a waiting request, what admitting it now would reuse. `tokens` are whole blocks of its prompt,
+  at most num_prompt - 1 (the last token is always computed; vLLM caps its hit so). `held_blocks` are those of the
+  hit blocks that running requests hold already. The first chunk is then at most num_prompt - tokens, and admission
+  costs the prompt's blocks less `held_blocks` free blocks (an evictable hit block counts as free until reused, as in
+  vLLM's free count). The hit is what the engine reuses if the request is admitted in the batch being planned.
+  In vLLM: `find_longest_cache_hit(req.block_hashes, req.num_tokens - 1)`, and the hit blocks with ref_cnt > 0.
+- `cached_prefix(r)`: `prefix_hit(r).tokens`, for orders that rank by it.
+- `exclusive_blocks(r)`: for a running request, its blocks no other request holds, i.e. what preempting it frees
+  (in vLLM: its blocks with ref_cnt == 1).
+- `waiting_by_cache(key)`: `waiting` ordered by `key(r, cached_prefix(r))`. An engine may keep it however it likes;
+  `policies.order.sorted_by_cache` sorts per call.
+Without prefix caching these read 0, 0, `r.blocks` and the fixed order `key(r, 0)`; policies ask only when
+`enable_prefix_caching` is set (`policies.order.by_cache`, `BatchBuilder`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from llmsched.policies.plan import Plan, Req
 
 OrderKey = Callable[[Req], tuple]
+CacheKey = Callable[[Req, int], tuple]  # over a request and the tokens of its prompt cached now
+
+
+class PrefixHit(NamedTuple):
+    tokens: int = 0  # prompt tokens admission would reuse (whole blocks, at most num_prompt - 1)
+    held_blocks: int = 0  # of the hit's blocks, those running requests hold (they cost no free block)
+
+
+NO_HIT = PrefixHit()
 
 
 class EngineView(Protocol):
@@ -29,9 +54,26 @@ class EngineView(Protocol):
     token_budget: int
     max_num_seqs: int
     max_model_len: int
+    enable_prefix_caching: bool
 
     def waiting_by(self, key: OrderKey) -> Sequence[Req]:
         """`waiting` ordered by a key that depends only on fixed request attributes (never on time)."""
+        ...
+
+    def waiting_by_cache(self, key: CacheKey) -> Sequence[Req]:
+        """`waiting` ordered by `key(r, cached_prefix(r))` (only asked with prefix caching on)."""
+        ...
+
+    def prefix_hit(self, r: Req) -> PrefixHit:
+        """What admitting waiting request `r` now would reuse (only asked with prefix caching on)."""
+        ...
+
+    def cached_prefix(self, r: Req) -> int:
+        """Tokens of waiting request `r`'s prompt the engine would reuse if admitted now."""
+        ...
+
+    def exclusive_blocks(self, r: Req) -> int:
+        """Blocks of running request `r` no other request holds (what preempting it frees)."""
         ...
 
 

@@ -105,7 +105,10 @@ class Cluster:
             self.router.settle(heapq.heappop(self._left)[1])
         parts = [e.finish(rs) for e, rs in zip(self.engines, routed, strict=True)]
         blocks, end = sum(p.num_blocks for p in parts), max(p.end_time for p in parts)
-        return ClusterResult(requests, _merge([p.batches for p in parts]), blocks, end, parts)
+        first = parts[0]
+        return ClusterResult(
+            requests, _merge([p.batches for p in parts]), blocks, end, first.block_size, first.prefix_caching, parts
+        )
 
 
 def _merge(logs: list[BatchLog]) -> BatchLog:

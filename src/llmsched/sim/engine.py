@@ -5,6 +5,11 @@ engine (which is the policy's `EngineView`); the engine applies preemptions and 
 requests (allocating the whole prompt's KV blocks, or max_model_len for reserving policies), and runs
 the batch for the perf model's time. A request's first token is stamped at the end of the batch holding
 its last prefill chunk (TTFT), each decode token at the end of its batch.
+
+With prefix caching (`enable_prefix_caching`, `kv_cache.PrefixCache`) an admitted request first reuses the cached
+prefix of its prompt (every admission of the batch holds its hit before any allocates, so one admission cannot evict
+another's hit) and prefills only the rest: its first chunk's context is the cached tokens, which the batch-time model
+charges as attention context. Full prompt blocks are cached as chunks complete.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from dataclasses import dataclass
 
 from llmsched.perf.base import BatchShape, PerfModel
 from llmsched.policies.batch import blocks_for
-from llmsched.policies.interface import OrderKey, Policy
+from llmsched.policies.interface import NO_HIT, CacheKey, OrderKey, Policy, PrefixHit
 from llmsched.policies.plan import Plan
 from llmsched.policies.request_queue import WaitQueue
 from llmsched.records import BatchLog, RunResult
 from llmsched.sim.arrivals import Arrivals
+from llmsched.sim.kv_cache import PrefixCache
 from llmsched.workload.request import FINISHED, REJECTED, RUNNING, UNFINISHED, WAITING, Request
 from llmsched.workload.source import Workload
 
@@ -36,6 +42,7 @@ class EngineConfig:
     # Added to every batch: host-side time (scheduling, output processing) outside the perf model. The
     # calibrated models already include the measured engine's fixed per-batch cost; use this for what-ifs.
     batch_overhead_s: float = 0.0
+    enable_prefix_caching: bool = False  # reuse cached prompt blocks across requests (vLLM's automatic prefix caching)
 
 
 class SimEngine:
@@ -60,6 +67,8 @@ class SimEngine:
         self._stopped = False  # the time limit was reached
         self.replica = 0  # this engine's index in a cluster (the batch log's replica column)
         self.on_done: Callable[[Request, float], None] | None = None  # called when a request leaves
+        self.enable_prefix_caching = cfg.enable_prefix_caching
+        self.kv = PrefixCache(cfg.num_blocks, cfg.block_size) if cfg.enable_prefix_caching else None
 
     # --- the view -------------------------------------------------------------------------------------
     @property
@@ -68,6 +77,23 @@ class SimEngine:
 
     def waiting_by(self, key: OrderKey) -> Sequence[Request]:
         return self.queue.by(key)
+
+    def waiting_by_cache(self, key: CacheKey) -> Sequence[Request]:
+        """Sorted per call: a lookup per waiting request (O(1) while its memoised hit stands, else O(log prompt
+        blocks)), then a sort."""
+        if self.kv is None:
+            return self.queue.by(lambda r: key(r, 0))
+        hit, bs = self.kv.hit_blocks, self.block_size
+        return sorted(self.queue.fcfs, key=lambda r: (*key(r, hit(r) * bs), r.id))
+
+    def prefix_hit(self, r: Request) -> PrefixHit:
+        return NO_HIT if self.kv is None else self.kv.hit(r)
+
+    def cached_prefix(self, r: Request) -> int:
+        return 0 if self.kv is None else self.kv.hit_blocks(r) * self.block_size
+
+    def exclusive_blocks(self, r: Request) -> int:
+        return r.blocks if self.kv is None else self.kv.exclusive_blocks(r)
 
     # --- the loop -------------------------------------------------------------------------------------
     def run(self, requests: list[Request] | Workload) -> RunResult:
@@ -152,9 +178,16 @@ class SimEngine:
     def finish(self, requests: list[Request]) -> RunResult:
         """Close the run: requests still waiting or running are reported unfinished, with the reason."""
         self._close(requests, self.now)
-        return RunResult(requests, self.log, self.total_blocks, self.now)
+        return RunResult(requests, self.log, self.total_blocks, self.now, self.block_size, self.kv is not None)
 
     def _run_batch(self, plan: Plan, start: float) -> float:
+        kv = self.kv
+        if kv is not None:  # every admission holds its cached prefix before any allocates
+            admitted = [r for r, _ in plan.prefills if r.state == WAITING]
+            for r in admitted:
+                self._reuse(r, kv)
+            for r in admitted:
+                self._admit(r)
         chunks, prefill_tokens = [], 0
         for r, k in plan.prefills:
             if r.state == WAITING:
@@ -177,6 +210,9 @@ class SimEngine:
             r.computed += k
             if r.prefilled > r.num_prompt or r.blocks * self.block_size < r.computed:
                 raise RuntimeError(f"{self.policy.name}: request {r.id} prefilled past its prompt or KV")
+            if kv is not None:
+                kv.cache(r)
+                self.free_blocks = kv.free
             if r.prefilled == r.num_prompt:
                 r.is_decoding = True
                 finished |= self._emit(r, end)
@@ -188,6 +224,8 @@ class SimEngine:
                     raise RuntimeError(f"{self.policy.name}: decode of request {r.id} without a free KV block")
                 self.free_blocks -= 1
                 r.blocks += 1
+                if kv is not None:
+                    kv.take(1)
             r.computed += 1
             g = r.generated + 1
             r.generated = g
@@ -222,18 +260,38 @@ class SimEngine:
 
     def _finish(self, r: Request, t: float) -> None:
         r.state = FINISHED
-        self.free_blocks += r.blocks
-        r.blocks = 0
+        self._release(r)
+        if self.kv is not None:
+            self.kv.forget(r)
         if self.on_done is not None:
             self.on_done(r, t)
 
+    def _release(self, r: Request) -> None:
+        if self.kv is None:
+            self.free_blocks += r.blocks
+        else:
+            self.kv.release(r)
+            self.free_blocks = self.kv.free
+        r.blocks = 0
+
+    def _reuse(self, r: Request, kv: PrefixCache) -> None:
+        """Admission, first step with prefix caching: hold the cached prefix; it counts as prefilled and computed."""
+        r.blocks = kv.reuse(r)
+        hit = r.blocks * self.block_size
+        r.prefilled = r.computed = hit
+        if r.cached_tokens is None:
+            r.cached_tokens = hit
+        self.free_blocks = kv.free
+
     def _admit(self, r: Request) -> None:
-        need = self._reserve or blocks_for(r.num_prompt, self.block_size)
+        need = (self._reserve or blocks_for(r.num_prompt, self.block_size)) - r.blocks
         if len(self.running) >= self.max_num_seqs or need > self.free_blocks:
             raise RuntimeError(f"{self.policy.name}: admitted request {r.id} beyond max_num_seqs or KV")
         self.queue.remove(r)
         self.free_blocks -= need
-        r.blocks = need
+        if self.kv is not None:
+            self.kv.take(need)
+        r.blocks += need
         r.state = RUNNING
         self.running.append(r)
 
@@ -242,8 +300,8 @@ class SimEngine:
             if r.state != RUNNING:
                 raise RuntimeError(f"{self.policy.name}: preempted request {r.id} that is not running")
             self.running.remove(r)
-            self.free_blocks += r.blocks
-            r.blocks = r.prefilled = r.computed = 0
+            self._release(r)
+            r.prefilled = r.computed = 0
             r.is_decoding = False
             r.num_prompt = r.prompt_len + r.generated
             r.preemptions += 1
@@ -253,6 +311,8 @@ class SimEngine:
     def _reject(self, plan: Plan) -> None:
         for r, reason in plan.reject:
             self.queue.remove(r)
+            if self.kv is not None:
+                self.kv.forget(r)
             r.state, r.reason = REJECTED, reason
             if self.on_done is not None:
                 self.on_done(r, self.clock)

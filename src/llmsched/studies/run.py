@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llmsched.metrics import summarize
+from llmsched.metrics.summary import prefix_cache_stats
 from llmsched.perf.perturbed import Perturbed
 from llmsched.policies import make_policy, needs_perf
 from llmsched.records import RunResult
@@ -48,5 +49,8 @@ def run(spec: RunSpec, rows: list[TraceRow] | None = None) -> tuple[RunResult, d
         summary.update(sessions=len(requests.sessions), turns_not_sent=requests.num_turns - len(result.requests))
     if isinstance(result, ClusterResult):
         replicas = [{**r, "gpu": s.gpu} for r, s in zip(result.replica_summary(), specs, strict=True)]
+        if result.prefix_caching:
+            for row, part in zip(replicas, result.replicas, strict=True):
+                row.update(prefix_cache_stats(part.requests, part.block_size))
         summary.update(router=spec.router, replicas=replicas)
     return result, summary

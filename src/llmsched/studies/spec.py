@@ -35,6 +35,7 @@ class RunSpec:
     ttft_slo: float | None = None
     replicas: str | None = None  # "4" or "rtx6000ada:2,a100-80gb:2"; None: one replica on `gpu`
     router: str = "round-robin"  # see llmsched.routers.ROUTERS
+    enable_prefix_caching: bool = False  # vLLM's automatic prefix caching (hits need a workload with prefix ids)
 
     def at_qps(self, qps: float) -> RunSpec:
         return replace(self, workload=replace(self.workload, qps=qps))
@@ -125,6 +126,7 @@ def engine_config(spec: RunSpec) -> EngineConfig:
         max_model_len=max_model_len(spec),
         time_limit=spec.time_limit,
         batch_overhead_s=spec.batch_overhead_s,
+        enable_prefix_caching=spec.enable_prefix_caching,
     )
 
 

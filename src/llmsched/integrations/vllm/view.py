@@ -175,6 +175,8 @@ class VLLMView:
     """An `EngineView` over a vLLM scheduler. The scheduler keeps one and moves it to each step with `at()`
     (the simulated engine is likewise one long-lived view of itself): the limits are set once."""
 
+    enable_prefix_caching = False  # the engine is built without vLLM's prefix caching (engine.engine_args)
+
     __slots__ = ("clock", "running", "waiting", "free_blocks", "total_blocks", "block_size", "watermark_blocks",
                  "token_budget", "max_num_seqs", "max_model_len", "_by", "_sorted")  # fmt: skip
 

@@ -1,0 +1,193 @@
+"""Prefix caching in the simulated engine: the KV books (hypothesis, every policy), what admission reuses and charges,
+the orders that see the cache, and the metrics."""
+
+import copy
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prefix_reference import PrefixCache as BlockByBlock
+
+from llmsched.metrics import summarize
+from llmsched.perf.base import BatchShape
+from llmsched.policies import POLICIES, make_policy
+from llmsched.sim.engine import EngineConfig, SimEngine
+from llmsched.studies.spec import RunSpec, perf_model
+from llmsched.workload import Request
+from llmsched.workload.request import FINISHED, UNFINISHED
+
+PERF = perf_model(RunSpec())
+
+
+def conversation_requests(rows, pb):
+    """Requests of a few conversations: each prompt starts with id 0 (a shared system prompt), then its conversation's
+    ids; `k` ids cover `k - 1` full blocks of `pb` tokens and a partial one, plus `tail` tokens no id covers."""
+    out, t = [], 0.0
+    for i, (gap, conv, k, part, tail, decode) in enumerate(rows):
+        t += gap
+        ids = (0, *(1000 * conv + j for j in range(1, k)))
+        prompt = (k - 1) * pb + max(1, min(part, pb)) + (tail if part >= pb else 0)
+        out.append(Request(i, t, prompt, decode, tbt=0.5, prefix_ids=ids, prefix_block=pb))
+    return out
+
+
+rows_st = st.lists(
+    st.tuples(
+        st.floats(0, 2),
+        st.integers(1, 4),
+        st.integers(1, 8),
+        st.integers(1, 80),
+        st.integers(0, 40),
+        st.integers(1, 30),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+def simulate(policy, reqs, blocks, bs, budget=256, seqs=8, check=True, cache_cls=None):
+    cfg = EngineConfig(
+        blocks, token_budget=budget, max_num_seqs=seqs, block_size=bs, max_model_len=1024, enable_prefix_caching=True
+    )
+    p = make_policy(policy, **({"tile": budget} if policy == "rad" else {}))
+    engine = SimEngine(cfg, p, PERF)
+    if cache_cls is not None:
+        engine.kv = cache_cls(blocks, bs)
+    if check:
+        done = p.on_batch_done
+
+        def checked(view, plan, start, end):
+            engine.kv.check(engine.running)
+            done(view, plan, start, end)
+
+        p.on_batch_done = checked
+    return engine, engine.run(reqs)
+
+
+def shared_bound(r, others, bs):
+    """The most of r's prompt another request's cacheable blocks could cover: the leading ids they agree on, within
+    the other prompt, in whole blocks, never r's last token."""
+    best = 0
+    for q in others:
+        n = 0
+        for a, b in zip(r.prefix_ids, q.prefix_ids, strict=False):
+            if a != b:
+                break
+            n += 1
+        best = max(best, min(n * r.prefix_block, q.prompt_len) // bs * bs)
+    return min(best, (r.prompt_len - 1) // bs * bs)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=rows_st,
+    pb=st.sampled_from([8, 16, 24, 64]),
+    bs=st.sampled_from([4, 16]),
+    blocks=st.integers(30, 200),
+    budget=st.sampled_from([64, 256]),
+)
+def test_every_policy_keeps_the_books(rows, pb, bs, blocks, budget):
+    """Per batch (KVCache.check): reference counts are the holders (never negative), no held block is evicted,
+    free + held == total. At the end: everything freed or cached; hits within the shared prefix."""
+    reqs = conversation_requests(rows, pb)
+    for name in POLICIES:
+        engine, result = simulate(name, copy.deepcopy(reqs), blocks * 64 // bs, bs, budget)
+        kv = engine.kv
+        kv.check(engine.running)
+        if all(r.state != UNFINISHED for r in result.requests):
+            assert kv.free == kv.total and engine.free_blocks == kv.total, name
+            assert 0 <= kv.cached_free <= kv.free, name
+        for r in result.requests:
+            if r.cached_tokens is not None:
+                assert r.cached_tokens % bs == 0, name
+                assert r.cached_tokens <= shared_bound(r, [q for q in result.requests if q is not r], bs), name
+            if r.state == FINISHED:
+                assert r.generated == r.decode_len == len(r.token_times), name
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=rows_st, pb=st.sampled_from([8, 24, 64]), bs=st.sampled_from([4, 16]), blocks=st.integers(30, 200))
+def test_run_length_books_equal_block_by_block(rows, pb, bs, blocks):
+    """The package's run-length cache and the block-by-block reference give the same run, batch for batch."""
+    reqs = conversation_requests(rows, pb)
+    for name in ("sarathi", "slai", "vllm-v1"):
+        a, ra = simulate(name, copy.deepcopy(reqs), blocks * 64 // bs, bs, check=False)
+        b, rb = simulate(name, copy.deepcopy(reqs), blocks * 64 // bs, bs, check=False, cache_cls=BlockByBlock)
+        assert [(r.state, r.cached_tokens, r.token_times) for r in ra.requests] == [
+            (r.state, r.cached_tokens, r.token_times) for r in rb.requests
+        ], name
+        assert ra.batches.kv_blocks_used == rb.batches.kv_blocks_used, name
+        assert a.kv.evicted == b.kv.evicted and a.kv.cached_free == b.kv.cached_free, name
+
+
+class Shapes:
+    """A batch-time model that records what it is asked."""
+
+    name = "shapes"
+
+    def __init__(self):
+        self.shapes: list[BatchShape] = []
+
+    def batch_time(self, shape):
+        self.shapes.append(shape)
+        return 0.01
+
+
+def test_reuse_caps_at_the_last_token_and_charges_the_cached_context():
+    """Two identical 80-token prompts (5 blocks of 16), the second after the first finished: it reuses 4 blocks (64
+    tokens), never the whole prompt, and prefills 16 tokens over a context of 64."""
+    perf = Shapes()
+    cfg = EngineConfig(100, block_size=16, max_model_len=1024, enable_prefix_caching=True)
+    engine = SimEngine(cfg, make_policy("sarathi"), perf)
+    ids = (7, 8, 9, 10, 11)
+    reqs = [
+        Request(0, 0.0, 80, 2, prefix_ids=ids, prefix_block=16),
+        Request(1, 5.0, 80, 2, prefix_ids=ids, prefix_block=16),
+    ]
+    result = engine.run(reqs)
+    assert [r.cached_tokens for r in result.requests] == [0, 64]
+    second = [s for s in perf.shapes if s.num_prefills][-1]
+    assert (second.prefill_tokens, second.prefill_context) == (16, 64)
+    assert second.prefill_pairs == 16 * (64 + 17 / 2)
+    summary = summarize(result, [])
+    assert summary["prefix_cache_queries"] == 160 and summary["prefix_cache_hits"] == 64
+    assert summary["prefix_cache_hit_rate"] == pytest.approx(0.4)
+    assert summary["prefix_cache_query_blocks"] == 10 and summary["prefix_cache_hit_blocks"] == 4
+
+
+def test_off_means_no_reuse_and_no_counters():
+    cfg = EngineConfig(100, block_size=16, max_model_len=1024)
+    ids = (7, 8)
+    reqs = [Request(i, 5.0 * i, 32, 2, prefix_ids=ids, prefix_block=16) for i in range(2)]
+    result = SimEngine(cfg, make_policy("sarathi"), PERF).run(reqs)
+    assert [r.cached_tokens for r in result.requests] == [None, None]
+    assert "prefix_cache_hits" not in summarize(result, [])
+
+
+def test_admission_counts_hit_blocks_held_by_running_requests_as_free():
+    """A long decode holds a 10-block prefix; the pool has 12 blocks (no watermark). A second request with the same
+    prefix and one more block needs 11 blocks, but the 10 held ones cost nothing: it is admitted beside the first,
+    and the two hold 12 blocks between them."""
+    cfg = EngineConfig(12, block_size=16, watermark=0.0, max_model_len=1024, enable_prefix_caching=True)
+    engine = SimEngine(cfg, make_policy("sarathi"), Shapes())
+    ids = tuple(range(11))
+    a = Request(0, 0.0, 161, 10, prefix_ids=ids[:10] + (99,), prefix_block=16)  # 11 blocks to its end
+    b = Request(1, 0.05, 170, 2, prefix_ids=ids, prefix_block=16)
+    engine.run([a, b])
+    assert b.cached_tokens == 160 and b.token_times[0] < a.token_times[-1]  # admitted while a still decodes
+    assert max(engine.log.kv_blocks_used) == 12
+
+
+def test_preempting_a_sharer_frees_only_its_own_blocks():
+    cfg = EngineConfig(40, block_size=16, watermark=0.0, max_model_len=1024, enable_prefix_caching=True)
+    engine = SimEngine(cfg, make_policy("sarathi"), Shapes())
+    ids = (1, 2, 3)
+    first = Request(0, 0.0, 40, 50, prefix_ids=ids, prefix_block=16)
+    second = Request(1, 0.1, 40, 50, prefix_ids=ids, prefix_block=16)
+    engine.add(first)
+    engine.advance(0.1)
+    engine.add(second)
+    engine.advance(0.2)
+    assert second.cached_tokens == 32  # holds first's two full blocks
+    assert engine.exclusive_blocks(first) == first.blocks - 2
+    assert engine.exclusive_blocks(second) == second.blocks - 2
