@@ -110,7 +110,7 @@ def test_every_policy_keeps_the_books(rows, pb, bs, blocks, budget):
 def test_run_length_books_equal_block_by_block(rows, pb, bs, blocks):
     """The package's run-length cache and the block-by-block reference give the same run, batch for batch."""
     reqs = conversation_requests(rows, pb)
-    for name in ("sarathi", "slai", "vllm-v1"):
+    for name in ("sarathi", "slai", "slai-lpm", "vllm-v1"):
         a, ra = simulate(name, copy.deepcopy(reqs), blocks * 64 // bs, bs, check=False)
         b, rb = simulate(name, copy.deepcopy(reqs), blocks * 64 // bs, bs, check=False, cache_cls=BlockByBlock)
         assert [(r.state, r.cached_tokens, r.token_times) for r in ra.requests] == [
@@ -191,3 +191,55 @@ def test_preempting_a_sharer_frees_only_its_own_blocks():
     assert second.cached_tokens == 32  # holds first's two full blocks
     assert engine.exclusive_blocks(first) == first.blocks - 2
     assert engine.exclusive_blocks(second) == second.blocks - 2
+
+
+def uncached_case(policy: str):
+    """At t=0 a 600-token prompt (pb 100) leaves its prefix cached. At t=10 a long prompt extending it (700 tokens,
+    600 cached) and a short new one (300 tokens) wait behind a running request."""
+    cfg = EngineConfig(
+        400, block_size=100, token_budget=100, max_num_seqs=2, max_model_len=2048, enable_prefix_caching=True
+    )
+    engine = SimEngine(cfg, make_policy(policy), Shapes())
+    ids = tuple(range(7))
+    seed = Request(0, 0.0, 600, 1, prefix_ids=ids[:6], prefix_block=100)
+    blocker = Request(1, 9.0, 100, 200, tbt=5.0)
+    long = Request(2, 10.0, 700, 1, prefix_ids=ids, prefix_block=100)
+    short = Request(3, 10.0, 300, 1, prefix_ids=(50, 51, 52), prefix_block=100)
+    engine.run([seed, blocker, long, short])
+    return long, short
+
+
+@pytest.mark.parametrize(
+    ("policy", "long_first"),
+    [("slai-spf-dynamic", False), ("slai-uncached", True), ("slai-lpm", True), ("sarathi", True)],
+)
+def test_orders_that_see_the_cache(policy, long_first):
+    """SPF on the whole prompt serves the 300-token prompt first; SPF on the uncached part (100 tokens against 300)
+    and longest-prefix-match serve the cached one first (FCFS does too: it arrived first)."""
+    long, short = uncached_case(policy)
+    assert long.cached_tokens == 600
+    assert (long.token_times[0] < short.token_times[0]) == long_first
+
+
+def test_longest_prefix_first_starves_a_prompt_with_no_match():
+    """LPM: a prompt nothing in the cache matches waits while prompts with a cached prefix are queued; FCFS serves
+    it in turn. (One request at a time; the first holds the engine 1 s while the others arrive.)"""
+
+    def run(policy):
+        cfg = EngineConfig(
+            2000, block_size=16, token_budget=64, max_num_seqs=1, max_model_len=4096, enable_prefix_caching=True
+        )
+        engine = SimEngine(cfg, make_policy(policy), Shapes())
+        shared = tuple(range(8))
+        reqs = [Request(0, 0.0, 128, 100, tbt=1.0, prefix_ids=shared, prefix_block=16)]
+        reqs.append(Request(1, 0.05, 64, 1, prefix_ids=(900, 901, 902, 903), prefix_block=16))
+        reqs += [
+            Request(i, 0.05 + 0.01 * i, 160, 1, prefix_ids=(*shared, 100 + i, 200 + i), prefix_block=16)
+            for i in range(2, 40)
+        ]
+        engine.run(reqs)
+        lone = reqs[1]
+        return sum(q.token_times[0] < lone.token_times[0] for q in reqs[2:])
+
+    assert run("slai-fcfs-fixed") == 0
+    assert run("slai-lpm") == 38  # served last

@@ -17,6 +17,7 @@ from llmsched.commands.options import (
     workload_options,
     writable_dir,
 )
+from llmsched.policies.sarathi import ORDERS as SARATHI_ORDERS
 from llmsched.report.files import write_outputs
 from llmsched.report.text import format_summary
 from llmsched.studies.metadata import describe
@@ -27,7 +28,10 @@ from llmsched.studies.spec import validate
 @click.command(name="simulate")
 @click.option("--policy", type=POLICY, default="sarathi", show_default=True, help="Scheduler.")
 @click.option(
-    "--order", type=click.Choice(["fcfs", "spf"]), default=None, help="With --policy sarathi: its waiting-queue order."
+    "--order",
+    type=click.Choice(SARATHI_ORDERS),
+    default=None,
+    help="With --policy sarathi: its waiting-queue order (spf-uncached and lpm see the prefix cache).",
 )
 @click.option(
     "--qps",

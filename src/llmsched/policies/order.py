@@ -59,20 +59,34 @@ def aged(base_len_weight: float, tokens_per_s: float, by_tier: bool, sarathi_rul
 
 # --- orders that see the prefix cache (keys over a request and the tokens of its prompt cached now) -----------------
 def uncached_spf(r: Req, cached: int) -> tuple:
-    """Shortest uncached prompt first: the part of the prompt the prefix cache does not hold (ties by arrival). The
-    tokens a preempted request generated are not counted, as `spf` does not count them."""
+    """Shortest uncached prompt first: the part of the prompt the prefix cache does not hold (ties by arrival)."""
     return (r.prompt_len - cached, r.arrival)
+
+
+def uncached_spf_recomputed(r: Req, cached: int) -> tuple:
+    """`uncached_spf`, a recomputed request's generated tokens counted in its prompt (never cached)."""
+    return (r.num_prompt - cached, r.arrival)
 
 
 def tier_uncached_spf(r: Req, cached: int) -> tuple:
     return (r.priority, r.prompt_len - cached, r.arrival)
 
 
-def aged_uncached(tokens_per_s: float, by_tier: bool) -> CacheKey:
+def tier_uncached_spf_recomputed(r: Req, cached: int) -> tuple:
+    return (r.priority, r.num_prompt - cached, r.arrival)
+
+
+def uncached_key(sarathi_rules: bool, by_tier: bool) -> CacheKey:
+    if by_tier:
+        return tier_uncached_spf_recomputed if sarathi_rules else tier_uncached_spf
+    return uncached_spf_recomputed if sarathi_rules else uncached_spf
+
+
+def aged_uncached(tokens_per_s: float, by_tier: bool, sarathi_rules: bool = False) -> CacheKey:
     """`aged` on the uncached part of the prompt."""
 
     def key(r: Req, cached: int) -> tuple:
-        score = r.prompt_len - cached + tokens_per_s * r.arrival
+        score = (r.num_prompt if sarathi_rules else r.prompt_len) - cached + tokens_per_s * r.arrival
         return (r.priority, score, r.arrival) if by_tier else (score, r.arrival)
 
     return key

@@ -4,7 +4,9 @@ Each decode has a last schedulable time, LST = end of its last batch + its TBT -
 duration (`DeadlineQueue`). A batch takes, in order, up to the token budget:
   1. critical decodes (LST <= now), earliest LST first, at most `limit_total_decodes`;
   2. paused prefills (started, not finished), FIFO;
-  3. new prefills, FCFS or shortest-prompt-first (optionally paying tier first, optionally aged);
+  3. new prefills, FCFS or shortest-prompt-first (optionally paying tier first, optionally aged); with a prefix
+     cache, SPF may measure only the uncached part of each prompt (`length="uncached"`), or the longest cached
+     prefix may go first (`lpm`, SGLang's order; ties in the SPF or FCFS order);
   4. the other decodes by LST, while critical + these stay under `limit_total_decodes`.
 When a decode needs a KV block and none is free, the most recently paused prefill that this batch does not
 continue is preempted; if there is none, the decode itself is. The offset is fixed, or `below` / `above` the
@@ -16,12 +18,13 @@ for (docs/slai.md).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from llmsched.policies import order as orders
 from llmsched.policies.batch import BatchBuilder
 from llmsched.policies.deadlines import DeadlineQueue
-from llmsched.policies.interface import EngineView, Policy, Req
+from llmsched.policies.interface import CacheKey, EngineView, OrderKey, Policy, Req
 from llmsched.policies.plan import Plan
 
 
@@ -35,6 +38,8 @@ class SLAIConfig:
     memory_limit: float = 0.96  # fraction of KV blocks in use that switches to the larger offset
     limit_total_decodes: int = 128  # beta
     aging: float = 0.0  # tokens of prompt forgiven per second waited (0: plain SPF); anti-starvation
+    length: str = "prompt"  # what SPF measures: the whole prompt, or its part not in the prefix cache ("uncached")
+    lpm: bool = False  # longest cached prefix first (SGLang's lpm), ties in the SPF (or FCFS) order
 
 
 PRESETS: dict[str, SLAIConfig] = {
@@ -45,6 +50,9 @@ PRESETS: dict[str, SLAIConfig] = {
     # Anti-starvation (ours): long prompts starve when stretched decodes hold the KV they need; above 60% KV
     # use every decode runs each batch (an offset beyond any TBT), so KV drains and long prompts get in.
     "slai-kv-guard": SLAIConfig(memory_limit=0.6, above_memory_limit_offset=100.0),
+    # With prefix caching (ours): SPF on the prompt's uncached part; or the longest cached prefix first.
+    "slai-uncached": SLAIConfig(length="uncached"),
+    "slai-lpm": SLAIConfig(lpm=True),
 }
 
 
@@ -65,12 +73,23 @@ class SLAI(Policy):
         self.batches = 0
         self.offset = self.cfg.below_memory_limit_offset if self.cfg.fixed_offset else 0.0
         rules = self.sarathi_rules
-        if self.cfg.fcfs:
-            self.order = None
-        elif self.cfg.aging > 0:
-            self.order = orders.aged(1.0, self.cfg.aging, self.cfg.user_priority, rules)
-        else:
-            self.order = orders.tier_spf_key(rules) if self.cfg.user_priority else orders.spf_key(rules)
+        c = self.cfg
+        if c.length not in ("prompt", "uncached"):
+            raise ValueError(f"length is {c.length!r}, expected prompt or uncached")
+        if c.length == "uncached" and (c.fcfs or c.lpm):
+            raise ValueError("length='uncached' is what shortest-prompt-first measures; it needs SPF, not fcfs or lpm")
+        by_tier = c.user_priority and not c.fcfs
+        self.order: OrderKey | None = None  # a fixed order (None: FCFS)
+        self.cache_order: CacheKey | None = None  # or one that sees the prefix cache
+        if c.lpm:
+            base = None if c.fcfs else orders.aged(1.0, c.aging, False, rules) if c.aging > 0 else orders.spf_key(rules)
+            self.cache_order = orders.longest_prefix(base, by_tier)
+        elif c.length == "uncached":
+            aged = orders.aged_uncached(c.aging, by_tier, rules) if c.aging > 0 else None
+            self.cache_order = aged or orders.uncached_key(rules, by_tier)
+        elif not c.fcfs:
+            aged = orders.aged(1.0, c.aging, by_tier, rules) if c.aging > 0 else None
+            self.order = aged or (orders.tier_spf_key(rules) if by_tier else orders.spf_key(rules))
 
     @property
     def lst(self) -> dict[int, float]:
@@ -89,10 +108,15 @@ class SLAI(Policy):
                 break
             if r.id not in b.preempted:
                 b.add_chunk(r)
-        b.admit_waiting(view.waiting if self.order is None else view.waiting_by(self.order))  # 3.
+        b.admit_waiting(self._waiting(view))  # 3.
         if not self._take_all(b, critical):  # 4.
             self._relaxed_decodes(b, now, critical)
         return b.plan
+
+    def _waiting(self, view: EngineView) -> Iterable[Req]:
+        if self.cache_order is not None:
+            return orders.by_cache(view, self.cache_order)
+        return view.waiting if self.order is None else view.waiting_by(self.order)
 
     def _critical_decodes(self, b: BatchBuilder, now: float) -> int:
         critical, q = 0, self.decodes
