@@ -21,6 +21,10 @@ GPUS: dict[str, GPUSpec] = {
 MODELS: dict[str, ModelSpec] = {
     "mistral-7b": ModelSpec("mistral-7b", 32, 4096, 32, 8, 128, 14336, 32000, 8192),
     "llama-3-8b": ModelSpec("llama-3-8b", 32, 4096, 32, 8, 128, 14336, 128256, 8192),
+    # Llama-3.1-8B, 128k context: meta-llama/Llama-3.1-8B config.json (num_hidden_layers 32, hidden_size 4096,
+    # num_attention_heads 32, num_key_value_heads 8, head_dim 128, intermediate_size 14336, vocab_size 128256,
+    # max_position_embeddings 131072).
+    "llama-3.1-8b": ModelSpec("llama-3.1-8b", 32, 4096, 32, 8, 128, 14336, 128256, 131072),
 }
 
 GPU_MEMORY_UTILIZATION = 0.9
