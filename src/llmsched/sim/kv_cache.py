@@ -85,7 +85,12 @@ class PrefixCache:
             pb, bs = r.prefix_block, self.block_size
             cacheable = min(len(r.prefix_ids) * pb, r.prompt_len) // bs if pb > 0 else 0
             keys, starts, ends = [], [], []
-            if cacheable:
+            if cacheable and pb % bs == 0:  # the common case: whole blocks per trace block
+                per = pb // bs
+                keys = chain_ids(r.prefix_ids[: -(-cacheable // per)])
+                starts = list(range(0, cacheable, per))
+                ends = [*starts[1:], cacheable]
+            elif cacheable:
                 for t, key in enumerate(chain_ids(r.prefix_ids)):
                     j0, j1 = -(-(t * pb + 1) // bs) - 1, min((t + 1) * pb // bs, cacheable)
                     if j0 >= cacheable:
@@ -230,7 +235,9 @@ class PrefixCache:
         queue = self._queue
         while n:
             run = next(iter(queue))
-            k = min(n, run.hi - run.lo)
+            k = run.hi - run.lo
+            if k > n:
+                k = n
             run.hi -= k
             n -= k
             seg = run.seg
@@ -249,25 +256,35 @@ class PrefixCache:
         is shared instead, and r's copy freed."""
         keys, starts, ends, cacheable = self._layout(r)
         m = self._held[r.id]
-        full = min(r.computed // self.block_size, cacheable)
+        full = r.computed // self.block_size
+        if full > cacheable:
+            full = cacheable
         if full <= m:
             return
         self._held[r.id] = full
         segments = self.segments
         dropped = 0
         for s in range(bisect_right(starts, m) - 1, len(keys)):
-            j0 = starts[s]
+            j0, j1 = starts[s], ends[s]
             if j0 >= full:
                 break
-            old, new = max(0, min(m, ends[s]) - j0), min(full, ends[s]) - j0
+            old = (m if m < j1 else j1) - j0
+            if old < 0:
+                old = 0
+            new = (full if full < j1 else j1) - j0
             if new <= old:
                 continue
-            seg = segments.get(keys[s])
-            if seg is None:
-                seg = segments[keys[s]] = _Segment(keys[s])
+            key = keys[s]
+            seg = segments.get(key)
+            if seg is None:  # nobody cached this trace block: r's blocks start it
+                seg = segments[key] = _Segment(key)
+                seg.size = seg.top = new
+                seg.holders[new] = 1
+                continue
             size = seg.size
-            dropped += max(0, min(new, size) - old)
-            self._hold(seg, old, new)  # blocks below `size` were cached already: shared, out of the queue if free
+            if size > old:  # blocks old..size-1 were cached already: r shares them, its copies go free
+                dropped += (new if new < size else size) - old
+            self._hold(seg, old, new)
             if new > size:
                 seg.size = new
         if dropped:
@@ -285,8 +302,21 @@ class PrefixCache:
         if m:
             keys, starts, ends, _ = self._layout(r)
             segments = self.segments
+            queue = self._queue
             for s in range(bisect_right(starts, m - 1) - 1, -1, -1):
-                self._hold(segments[keys[s]], min(m, ends[s]) - starts[s], 0)
+                seg = segments[keys[s]]
+                j1 = ends[s]
+                h = (m if m < j1 else j1) - starts[s]
+                holders = seg.holders
+                if len(holders) == 1 and holders.get(h) == 1:  # its only holder: all its held blocks go free
+                    holders.clear()
+                    run = _Run(seg, 0, h)
+                    queue[run] = None
+                    seg.runs.append(run)
+                    seg.top = 0
+                    self.free += h
+                else:
+                    self._hold(seg, h, 0)
 
     def forget(self, r: Request) -> None:
         """r is done with this engine (finished or rejected): drop what was kept for its lookups."""
