@@ -13,6 +13,8 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from llmsched.records import BatchLog, RunResult
 from llmsched.routers import Router
 from llmsched.sim.arrivals import Arrivals
@@ -112,20 +114,15 @@ class Cluster:
 
 
 def _merge(logs: list[BatchLog]) -> BatchLog:
-    rows = sorted((s, k, i) for k, log in enumerate(logs) for i, s in enumerate(log.start))
-    out = BatchLog()
-    waiting, running = [0] * len(logs), [0] * len(logs)
-    for _, k, i in rows:
-        log = logs[k]
-        waiting[k], running[k] = log.waiting[i], log.running[i]
-        out.start.append(log.start[i])
-        out.duration.append(log.duration[i])
-        out.prefill_tokens.append(log.prefill_tokens[i])
-        out.prefills.append(log.prefills[i])
-        out.decodes.append(log.decodes[i])
-        out.kv_blocks_used.append(log.kv_blocks_used[i])
-        out.waiting.append(sum(waiting))
-        out.running.append(sum(running))
-        out.preempted.append(log.preempted[i])
-        out.replica.append(k)
+    """The replicas' batches by start (ties by replica, then batch); waiting and running summed over the replicas'
+    latest counts."""
+    cols = ("start", "duration", "prefill_tokens", "prefills", "decodes", "kv_blocks_used", "preempted")
+    whole = {c: np.concatenate([np.asarray(getattr(log, c)) for log in logs]) for c in cols}
+    replica = np.concatenate([np.full(len(log), k) for k, log in enumerate(logs)])
+    index = np.concatenate([np.arange(len(log)) for log in logs])
+    order = np.lexsort((index, replica, whole["start"]))
+    out = BatchLog(**{c: whole[c][order].tolist() for c in cols}, replica=replica[order].tolist())
+    for c in ("waiting", "running"):  # each replica's change since its previous batch, summed in merged order
+        change = np.concatenate([np.diff(np.asarray(getattr(log, c), dtype=np.int64), prepend=0) for log in logs])
+        setattr(out, c, np.cumsum(change[order]).tolist())
     return out
