@@ -29,6 +29,7 @@ REQUEST_COLUMNS = (
     "max_itl_ms",
     "preemptions",
     "generated_tokens",
+    "cached_tokens",  # prompt tokens served from the prefix cache at first admission; empty without prefix caching
 )
 BATCH_COLUMNS = (
     "replica",
@@ -73,6 +74,7 @@ def write_outputs(
                 f"{gaps.max() * 1e3:.3f}" if gaps is not None else "",
                 r.preemptions,
                 r.generated,
+                "" if r.cached_tokens is None else r.cached_tokens,
             )
         )
     b = result.batches
