@@ -66,3 +66,13 @@ def test_records_are_flat(random_trace) -> None:
     ]
     (cap,) = api.capacity(api.spec("sarathi", wl), granularity=0.2, max_rounds=3, workers=1)
     assert flat(cap.to_records()) and cap.qps == max((r["qps"] for r in cap.to_records() if r["meets_slo"]), default=0)
+
+
+def test_prefix_caching_through_the_api() -> None:
+    wl = api.WorkloadConfig(trace="sessions", num_sessions=30, qps=2.0, think_time=1.0)
+    off = api.run(api.spec("sarathi", wl, cluster=api.cluster(2, router="prefix-affinity")))
+    on = api.run(api.spec("sarathi", wl, cluster=api.cluster(2, router="prefix-affinity"), enable_prefix_caching=True))
+    assert "prefix_cache_hit_rate" not in off.summary and all(r["cached_tokens"] is None for r in off.to_records())
+    hits = sum(r["cached_tokens"] or 0 for r in on.to_records())
+    assert hits == on.summary["prefix_cache_hits"] > 0
+    assert all(r["prefix_cache_queries"] > 0 for r in on.summary["replicas"])

@@ -123,9 +123,11 @@ def spec(
     time_limit: float | None = None,
     batch_overhead_s: float = 0.0,
     ttft_slo: float | None = None,
+    enable_prefix_caching: bool = False,
 ) -> RunSpec:
-    """One simulated run, checked now (UserError). The engine settings are the CLI's flags of the same names;
-    None means the policy's default (token_budget, max_num_seqs) or what follows from the GPU (num_blocks)."""
+    """One simulated run, checked now (UserError). The engine settings are the CLI's flags of the same names
+    (`enable_prefix_caching`: --prefix-caching); None means the policy's default (token_budget, max_num_seqs) or
+    what follows from the GPU (num_blocks)."""
     choice = policy if isinstance(policy, PolicyChoice) else PolicyChoice(policy)
     s = RunSpec(
         policy=choice.name,
@@ -143,6 +145,7 @@ def spec(
         ttft_slo=ttft_slo,
         replicas=cluster.replicas if cluster else None,
         router=cluster.router if cluster else RunSpec.router,
+        enable_prefix_caching=enable_prefix_caching,
     )
     validate(s)
     return s
@@ -159,7 +162,8 @@ class Run:
 
     def to_records(self) -> list[dict]:
         """One row per request: its lengths, tier, outcome, TTFT, end-to-end latency and largest gap between tokens
-        (ms; None where it did not finish), preemptions, and the replica that served it in a cluster."""
+        (ms; None where it did not finish), preemptions, the prompt tokens served from the prefix cache (None
+        without prefix caching, or never admitted), and the replica that served it in a cluster."""
         replica_of = {}
         if isinstance(self.result, ClusterResult):
             replica_of = {r.id: i for i, rr in enumerate(self.result.replicas) for r in rr.requests}
@@ -180,6 +184,7 @@ class Run:
                 "max_itl_ms": max(gaps) * 1e3 if gaps else None,
                 "preemptions": r.preemptions,
                 "generated_tokens": r.generated,
+                "cached_tokens": r.cached_tokens,
             }
             if replica_of:
                 row["replica"] = replica_of.get(r.id)
