@@ -27,10 +27,18 @@ BAD = [
     (["simulate", "--burstiness", "0", "--arrival", "gamma"], "Invalid value for '--burstiness'"),
     (["simulate", "--tiers", "paying:0.05"], "--tiers"),
     (["simulate", "--trace", "/nonexistent.csv"], "cannot read trace"),
+    (["simulate", "--rate-scale", "0"], "Invalid value for '--rate-scale': 0.0 is not in the range x>0"),
+    (["simulate", "--think-time", "-1"], "Invalid value for '--think-time'"),
+    (["simulate", "--num-sessions", "0"], "Invalid value for '--num-sessions'"),
+    (["simulate", "--system-prompts", "4:500"], "--system-prompts is '4:500', expected K:L:FRACTION"),
+    (["simulate", "--order", "lpm", "--policy", "slai"], "--order applies only with --policy sarathi"),
     # simulate: flags that mean nothing without another
     (["simulate", "--router", "jsq"], "--router applies only with --replicas"),
     (["simulate", "--order", "spf", "--policy", "slai"], "--order applies only with --policy sarathi"),
     (["simulate", "--burstiness", "4"], "--burstiness applies only with --arrival gamma"),
+    (["simulate", "--num-sessions", "3"], "--num-sessions applies to --trace sessions"),
+    (["simulate", "--rate-scale", "2"], "--rate-scale scales replayed arrivals"),
+    (["simulate", "--trace", "sessions", "--num-requests", "5"], "with --trace sessions use --num-sessions"),
     (["simulate", "--token-times"], "--token-times applies only with --out"),
     (["simulate", "--out", "/proc/x"], "Invalid value for '--out': cannot write in folder /proc/x"),
     # capacity, compare, reproduce
