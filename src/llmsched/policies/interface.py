@@ -21,7 +21,9 @@ request, what it would reuse. The policy needs nothing else: `BatchBuilder` acco
 - `waiting_by_cache(key)`: `waiting` ordered by `key(r, cached_prefix(r))`. An engine may keep it however it likes;
   `policies.order.sorted_by_cache` sorts per call.
 Without prefix caching these read 0, 0, `r.blocks` and the fixed order `key(r, 0)`; policies ask only when
-`enable_prefix_caching` is set (`policies.order.by_cache`, `BatchBuilder`).
+`enable_prefix_caching` is set (`policies.order.by_cache`, `BatchBuilder`). A waiting request's own attributes do not
+reflect the cache: `prefilled` is 0 and `remaining_prefill` its whole `num_prompt` until admission, when the engine
+counts the hit as prefilled (`BatchBuilder` takes the hit off the first chunk itself).
 """
 
 from __future__ import annotations
