@@ -11,8 +11,9 @@ from ray.serve._private.common import DeploymentHandleSource, DeploymentID, Repl
 from ray.serve.request_router import PendingRequest  # noqa: E402
 
 from llmsched.errors import UserError  # noqa: E402
-from llmsched.integrations.ray_serve.router import LlmschedRouter  # noqa: E402
+from llmsched.integrations.ray_serve.router import ROUTER_BLOCK, LlmschedRouter  # noqa: E402
 from llmsched.routers import make_router  # noqa: E402
+from llmsched.workload.prefix import token_block_ids  # noqa: E402
 
 DEPLOYMENT = DeploymentID("llm", "app")
 
@@ -112,3 +113,28 @@ def test_calls_without_token_kwargs_route_as_empty_requests():
     ranks = asyncio.run(r.choose_replicas([FakeReplica("a")], PendingRequest([], {}, meta, future=None)))
     assert ranks[0][0].replica_id.unique_id == "a"
     assert asyncio.run(r.choose_replicas([], None)) == []
+
+
+def pending_tokens(key, tokens, decode):
+    meta = RequestMetadata(request_id=key, internal_request_id=key)
+    kwargs = {"prompt_token_ids": list(tokens), "max_tokens": decode}
+    return PendingRequest(args=[], kwargs=kwargs, metadata=meta, future=None)
+
+
+@pytest.mark.parametrize("name", ["prefix-affinity", "cache-aware", "prefix-score"])
+def test_prefix_routers_key_by_the_prompts_tokens(name):
+    """Four conversations of growing prompts: the adapter's choices are the simulator router's fed the prompts'
+    block ids, and prefix-affinity keeps each conversation on one replica after its first turn."""
+    replicas = [FakeReplica("a"), FakeReplica("b")]
+    r, sim = adapter(name, seed=5), make_router(name, [1.0, 1.0], seed=5)
+    where: dict[int, set[str]] = {c: set() for c in range(4)}
+    for i in range(24):
+        c, turn = i % 4, i // 4
+        tokens = list(range(c * 10_000, c * 10_000 + 200 + 40 * turn))
+        ranks = asyncio.run(r.choose_replicas(replicas, pending_tokens(str(i), tokens, 8)))
+        got = ranks[0][0].replica_id.unique_id
+        assert got == "ab"[sim.route(str(i), len(tokens), 8, token_block_ids(tokens, ROUTER_BLOCK), ROUTER_BLOCK)]
+        if turn:
+            where[c].add(got)
+    if name == "prefix-affinity":
+        assert all(len(w) == 1 for w in where.values()) and set().union(*where.values()) == {"a", "b"}

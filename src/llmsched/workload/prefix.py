@@ -2,8 +2,8 @@
 
 `chain_ids` chains each id on the ids before it, as vLLM chains its block hashes, so two prompts share a key exactly
 as far as their leading ids agree (whether the ids are prefix hashes already, as the Mooncake trace's, or per-block
-content hashes). The simulated engine's KV cache and the prefix-aware routers both key by these. `prefix_share` is
-the share of prompt blocks an unbounded cache could serve."""
+content hashes, as `token_block_ids` gives). The simulated engine's KV cache and the prefix-aware routers both key
+by these. `prefix_share` is the share of prompt blocks an unbounded cache could serve."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ def chain_ids(ids: Sequence[int]) -> list[int]:
         parent = hash((parent, i))
         out.append(parent)
     return out
+
+
+def token_block_ids(tokens: Sequence[int], block: int) -> tuple[int, ...]:
+    """Per-block content ids of a prompt's token ids, one per `block` tokens (the last block may be partial): what a
+    router that sees the prompt's tokens keys by. `chain_ids` makes them prefix keys."""
+    return tuple(hash(tuple(tokens[j : j + block])) for j in range(0, len(tokens), block))
 
 
 def prefix_share(requests: Iterable[Request], block: int | None = None) -> tuple[int, int]:

@@ -15,7 +15,9 @@ by the replica) and its rank; the reported loads are kept in the snapshot for co
 ingress replicas, each has its own router and books only what it routed (the loads it sees are its share).
 
 The token counts of a request come from the call's keyword arguments `prompt_token_ids` and `max_tokens`
-(the replica's `generate`); any other call is routed as a request of no tokens.
+(the replica's `generate`); any other call is routed as a request of no tokens. The prefix routers (`prefix-affinity`,
+`cache-aware`, `prefix-score`) also get the prompt's per-block content ids (`workload.prefix.token_block_ids`, blocks
+of `ROUTER_BLOCK` tokens), as llm-d's approximate prefix scorer hashes the prompt.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from typing import Any
 
 from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
-from llmsched.routers import Router, check_router, make_router
+from llmsched.routers import PrefixRouter, Router, check_router, make_router
+from llmsched.workload.prefix import token_block_ids
 
 log = logging.getLogger("llmsched.serve")
+ROUTER_BLOCK = 16  # tokens per prefix id the routers see (llm-d's prefix plugin's block size)
 
 # Every router in this process, for the ingress's /llmsched/routing endpoint.
 LIVE_ROUTERS: weakref.WeakSet[LlmschedRouter] = weakref.WeakSet()
@@ -45,6 +49,12 @@ def request_tokens(pending: PendingRequest | None) -> tuple[int, int]:
     prompt = len(ids) if isinstance(ids, list | tuple) else 0
     decode = int(max_tokens) if isinstance(max_tokens, int) and max_tokens > 0 else 0
     return prompt, decode
+
+
+def request_prefix_ids(pending: PendingRequest | None, block: int = ROUTER_BLOCK) -> tuple[int, ...]:
+    """The prompt's per-block content ids of a pending `generate` call; () for any other call."""
+    ids = (pending.kwargs or {}).get("prompt_token_ids") if pending is not None else None
+    return token_block_ids(ids, block) if isinstance(ids, list | tuple) else ()
 
 
 class LlmschedRouter(RequestRouter):
@@ -123,7 +133,8 @@ class LlmschedRouter(RequestRouter):
             key = pending_request.metadata.internal_request_id
             self._unbook(key)
             p, d = request_tokens(pending_request)
-            rid = self._order[router.route(key, p, d)]
+            ids = request_prefix_ids(pending_request) if isinstance(router, PrefixRouter) else ()
+            rid = self._order[router.route(key, p, d, ids, ROUTER_BLOCK if ids else 0)]
             self._booked[key] = (rid, p, d)
             self.chosen[rid.unique_id] += 1
         replica = next(r for r in candidate_replicas if r.replica_id == rid)
