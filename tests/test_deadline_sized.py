@@ -108,6 +108,7 @@ class View:
     token_budget: int = 1000
     max_num_seqs: int = 128
     max_model_len: int = 8192
+    enable_prefix_caching: bool = False
 
     def waiting_by(self, key):
         return sorted(self.waiting, key=lambda r: (*key(r), r.id))
