@@ -29,12 +29,15 @@ class Linear:
 
 def test_step_shape_tells_decodes_from_chunks_after_vllm_advanced_the_counts():
     requests = {
-        "a": SimpleNamespace(num_computed_tokens=101, num_output_tokens=3),  # decode at context 100
-        "b": SimpleNamespace(num_computed_tokens=64, num_output_tokens=0),  # first chunk of 64
-        "c": SimpleNamespace(num_computed_tokens=1, num_output_tokens=0),  # a 1-token prompt is a prefill
+        "a": SimpleNamespace(num_computed_tokens=101, num_output_tokens=3, num_output_placeholders=0),  # decode
+        "b": SimpleNamespace(num_computed_tokens=64, num_output_tokens=0, num_output_placeholders=0),  # 1st chunk
+        # a 1-token prompt is a prefill (async scheduling: this step's own placeholder)
+        "c": SimpleNamespace(num_computed_tokens=1, num_output_tokens=0, num_output_placeholders=1),
+        # async scheduling: the first decode, planned while the prompt's last chunk (and its token) is in flight
+        "d": SimpleNamespace(num_computed_tokens=41, num_output_tokens=0, num_output_placeholders=2),
     }
-    shape = step_shape(requests, {"a": 1, "b": 64, "c": 1})
-    assert shape == BatchShape.of([(64, 0), (1, 0)], [100])
+    shape = step_shape(requests, {"a": 1, "b": 64, "c": 1, "d": 1})
+    assert shape == BatchShape.of([(64, 0), (1, 0)], [100, 40])
 
 
 def test_a_busy_step_lasts_until_the_next_starts_and_an_idle_one_until_it_ended(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,13 @@ FIELDS = ("start", "end", "busy", *BatchShape._fields)
 
 def step_shape(requests: Mapping[str, Any], scheduled: Mapping[str, int]) -> BatchShape:
     """The shape of the batch vLLM's `schedule()` just made (it has advanced `num_computed_tokens` already).
-    A request given one token that has output tokens is a decode."""
+    A request given one token that has output tokens, or an earlier step's output still in flight (async
+    scheduling: more than this step's placeholder), is a decode."""
     chunks, decodes = [], []
     for rid, k in scheduled.items():
         r = requests[rid]
         context = r.num_computed_tokens - k
-        if k == 1 and r.num_output_tokens > 0:
+        if k == 1 and (r.num_output_tokens > 0 or r.num_output_placeholders > 1):
             decodes.append(context)
         else:
             chunks.append((k, context))
@@ -36,7 +38,8 @@ def step_shape(requests: Mapping[str, Any], scheduled: Mapping[str, int]) -> Bat
 class StepFile:
     """Appends one row per step: entering `schedule()`, leaving `update_from_output()`, whether work was left
     (then the engine loops at once, so the next step's start ends this step's cycle), and the batch shape.
-    Rows are flushed whenever the engine runs out of work, so a reader sees every finished run whole."""
+    Rows are flushed whenever the engine runs out of work, so a reader sees every finished run whole. Steps end
+    in the order they started (two may be in flight under async scheduling)."""
 
     def __init__(self, path: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -44,17 +47,18 @@ class StepFile:
         self._csv = csv.writer(self._file)
         if self._file.tell() == 0:
             self._csv.writerow(FIELDS)
-        self._pending: tuple[float, BatchShape] | None = None
+        self._pending: deque[tuple[float, BatchShape | None]] = deque()
 
-    def started(self, start: float, shape: BatchShape) -> None:
-        self._pending = (start, shape)
+    def started(self, start: float, shape: BatchShape | None) -> None:
+        """A step was scheduled (`shape` None: an empty one, which gets no row)."""
+        self._pending.append((start, shape))
 
     def ended(self, end: float, busy: bool) -> None:
-        if self._pending is None:
+        if not self._pending:
             return
-        start, shape = self._pending
-        self._pending = None
-        self._csv.writerow([f"{start:.6f}", f"{end:.6f}", int(busy), *shape])
+        start, shape = self._pending.popleft()
+        if shape is not None:
+            self._csv.writerow([f"{start:.6f}", f"{end:.6f}", int(busy), *shape])
         if not busy:
             self._file.flush()
 
