@@ -29,14 +29,55 @@ def test_malformed_tier_args_are_ignored_not_fatal(extra):
     assert TIERS.resolve({"tier": "paying", **extra}) == ("paying", 0.05, 0)
 
 
-def _req(prompt, computed, outputs, status="RUNNING"):
+def _req(prompt, computed, outputs, status="RUNNING", placeholders=0, priority=0):
     tokens = prompt + outputs
     return SimpleNamespace(
         request_id="r", arrival_time=0.0, num_prompt_tokens=prompt, sampling_params=None,
-        num_tokens=tokens, num_tokens_with_spec=tokens, num_output_placeholders=0,
+        num_tokens=tokens, num_tokens_with_spec=tokens, num_output_placeholders=placeholders,
         num_computed_tokens=computed, num_output_tokens=outputs, status=SimpleNamespace(name=status),
-        is_finished=lambda: False,
+        is_finished=lambda: False, priority=priority,
     )  # fmt: skip
+
+
+def test_vllm_request_priority_replaces_the_tiers_under_priority_scheduling_and_extra_args_win():
+    assert TIERS.resolve({"tier": "free"}, request_priority=-3) == ("free", 0.5, -3)
+    assert TIERS.resolve(None, request_priority=7) == ("default", 0.2, 7)
+    assert TIERS.resolve({"tier": "free", "priority": 0}, request_priority=7) == ("free", 0.5, 0)
+    assert RequestView(_req(10, 0, 0, "WAITING", priority=9), 0, TIERS, 16).priority == 2  # fcfs engine: tiers
+    assert RequestView(_req(10, 0, 0, "WAITING", priority=9), 0, TIERS, 16, request_priority=True).priority == 9
+
+
+class _Cache:
+    """A prefix cache holding `hit` tokens of every prompt, `held` of its blocks held by running requests."""
+
+    def __init__(self, hit, held):
+        self.hit, self.held, self.asked = hit, held, 0
+
+    def lookup(self, req):
+        self.asked += 1
+        return self.hit, self.held
+
+
+def test_a_waiting_request_shows_its_cached_prefix_and_costs_only_the_blocks_not_held():
+    cache = _Cache(hit=256, held=1)  # 2 blocks of 128 cached, one of them held by a running request
+    waiting = RequestView(_req(300, 0, 0, "WAITING"), 0, TIERS, 128, cache)
+    assert cache.asked == 0  # nothing is looked up until a policy asks
+    assert waiting.cached_prefix == 256 and waiting.remaining_prefill == 44  # vLLM computes the rest
+    assert waiting.num_prompt == 172 and waiting.prompt_len == 300  # 3 blocks, less the one held: 2 to find
+    # a request holding KV has no lookup: its progress is vLLM's
+    running = RequestView(_req(300, 256 + 32, 0), 1, TIERS, 128, cache)
+    asked = cache.asked
+    assert running.cached_prefix == 0 and running.remaining_prefill == 12 and running.num_prompt == 300
+    assert cache.asked == asked
+    assert RequestView(_req(300, 0, 0, "WAITING"), 2, TIERS, 128).remaining_prefill == 300  # caching off
+
+
+def test_a_request_decodes_once_its_prompt_is_scheduled_output_in_flight_or_not():
+    assert RequestView(_req(40, 40, 0), 0, TIERS, 16).is_decoding  # last chunk scheduled, its token not out yet
+    assert RequestView(_req(40, 40, 0, placeholders=1), 0, TIERS, 16).is_decoding  # async: a placeholder
+    assert RequestView(_req(40, 42, 1, placeholders=2), 0, TIERS, 16).is_decoding  # async: two steps in flight
+    assert not RequestView(_req(40, 39, 0), 0, TIERS, 16).is_decoding  # one prompt token left
+    assert not RequestView(_req(40, 16, 0), 0, TIERS, 16).is_decoding  # a partial chunk (async: no placeholder)
 
 
 def test_request_view_phases_and_reserved_blocks():

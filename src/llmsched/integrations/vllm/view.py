@@ -5,8 +5,15 @@ Differences from the simulated engine, by design (named in docs/vllm.md and the 
   prompt on admission. The view presents that reservation: a running prefill "holds" the blocks of its whole
   prompt, and `free_blocks` is vLLM's free count less the blocks still owed to running prefills. The view is
   thus conservative, and vLLM's own allocation never fails for a planned batch.
-- vLLM has no admission watermark; the view applies the policy's (1% of the pool by default, as the
-  simulator) so that both engines admit alike.
+- Admission watermark: the view applies the plugin's (1% of the pool by default, as the simulator), or vLLM's
+  `--watermark` when that is larger (vLLM's default is 0), so that both engines admit alike and vLLM never refuses
+  a planned admission.
+- Prefix caching (vLLM's automatic prefix caching, when the engine has it on): a request holding no KV shows
+  `cached_prefix`, the tokens vLLM would take from its cache if it were admitted now (whole blocks, at most all
+  tokens but the last: vLLM recomputes that one for its logits). Its `remaining_prefill` is the rest, what vLLM
+  schedules for it, and its `num_prompt` the tokens its admission must find free blocks for: cached blocks that
+  running requests hold cost nothing, cached blocks no one holds count among the free blocks and are taken out of
+  them. The lookup is made only for the requests a policy considers for admission, once per step.
 - Block size is vLLM's (128 tokens on the CPU backend, 16 on GPUs).
 - The clock is `time.monotonic()`; arrival times are vLLM's (`time.time()` based), used only for ordering.
 """
@@ -17,7 +24,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from llmsched.policies.batch import blocks_for
 from llmsched.policies.interface import OrderKey
@@ -47,12 +54,17 @@ class TierTable:
     def from_spec(spec: str | None, default_tbt: float = DEFAULT_TBT) -> TierTable:
         return TierTable(tuple(parse_tiers(spec)) if spec else (), default_tbt)
 
-    def resolve(self, extra: dict[str, Any] | None) -> tuple[str, float, int]:
+    def resolve(self, extra: dict[str, Any] | None, request_priority: int | None = None) -> tuple[str, float, int]:
+        """(tier, TBT, priority). `request_priority`: vLLM's own request priority, given when the engine schedules
+        by priority (`--scheduling-policy priority`); it replaces the tier's, and extra_args `priority` replaces
+        both."""
         extra = extra or {}
         name = extra.get("tier")
         tier = next((t for t in self.tiers if t.name == name), None)
         tbt = tier.tbt if tier else self.default_tbt
         priority = tier.priority if tier else len(self.tiers)
+        if request_priority is not None:
+            priority = request_priority
         if "tbt" in extra:
             v = extra["tbt"]
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0:
@@ -77,28 +89,52 @@ def _warn_once(key: str, message: str) -> None:
         log.warning("llmsched: %s (further such warnings suppressed)", message)
 
 
+class PrefixLookup(Protocol):
+    """The prefix cache as the view asks it (`prefix.PrefixLookup` over vLLM's KV cache manager)."""
+
+    def lookup(self, req: Any) -> tuple[int, int]:
+        """(tokens vLLM would reuse if `req` were admitted now, how many of those blocks running requests hold)."""
+        ...
+
+
 class RequestView:
     """One vLLM `Request` seen through the attributes `policies.interface` names. One object per request for its
     lifetime, so policies may keep it in lists and sets.
 
     `is_decoding` is a plain attribute, as in the simulator's `Request`, because policies read it for every
-    running request at every step: the scheduler calls `refresh()` when the phase can change (after a batch
-    that ran a prefill chunk, at admission, at preemption)."""
+    running request at every step: the scheduler calls `refresh()` when the phase can change (after a step that
+    scheduled a prefill chunk, at admission, at preemption). A request is decoding once its whole prompt (and
+    recompute) is scheduled: its next step computes one token, whether its last chunk's output is still in
+    flight (async scheduling: an output placeholder) or not."""
 
-    __slots__ = ("req", "id", "arrival", "prompt_len", "tier", "tbt", "priority", "block_size", "is_decoding")
+    __slots__ = ("req", "id", "arrival", "prompt_len", "tier", "tbt", "priority", "block_size", "is_decoding",
+                 "_cache")  # fmt: skip
 
-    def __init__(self, req: Any, seq: int, tiers: TierTable, block_size: int) -> None:
+    def __init__(
+        self,
+        req: Any,
+        seq: int,
+        tiers: TierTable,
+        block_size: int,
+        cache: PrefixLookup | None = None,
+        request_priority: bool = False,
+    ) -> None:
+        """`cache`: the engine's prefix cache (None: caching off); `request_priority`: take vLLM's request
+        priority as the tier's (the engine schedules by priority)."""
         self.req = req
         self.id = seq  # an int in arrival order: policies compare ids in heap and sort keys
         self.arrival = req.arrival_time
         self.prompt_len = req.num_prompt_tokens
         params = req.sampling_params
-        self.tier, self.tbt, self.priority = tiers.resolve(params.extra_args if params is not None else None)
+        extra = params.extra_args if params is not None else None
+        self.tier, self.tbt, self.priority = tiers.resolve(extra, req.priority if request_priority else None)
         self.block_size = block_size
+        self._cache = cache
         self.refresh()
 
     def refresh(self) -> None:
-        self.is_decoding = self.req.num_output_tokens > 0 and self._left <= 1
+        r = self.req
+        self.is_decoding = self._left <= 1 and (r.num_output_tokens > 0 or r.num_computed_tokens >= r.num_tokens)
 
     @property
     def _left(self) -> int:
@@ -114,9 +150,25 @@ class RequestView:
         return self.req.num_output_tokens
 
     @property
+    def cached_prefix(self) -> int:
+        """Tokens vLLM would take from its prefix cache if this request were admitted now (0 for a request
+        holding KV, or with prefix caching off). An estimate until admission: blocks no request holds may be
+        evicted by then."""
+        if self._cache is None or self.req.num_computed_tokens:
+            return 0
+        return self._cache.lookup(self.req)[0]
+
+    @property
     def num_prompt(self) -> int:
-        """Tokens to prefill: the prompt, plus the tokens generated before a preemption (recompute)."""
-        return self.req.num_computed_tokens if self.is_decoding else self.req.num_tokens
+        """Tokens to prefill: the prompt, plus the tokens generated before a preemption (recompute). For a request
+        holding no KV, less the cached prefix that running requests hold: the tokens its admission needs free
+        blocks for."""
+        r = self.req
+        if self.is_decoding:
+            return r.num_computed_tokens
+        if self._cache is not None and not r.num_computed_tokens:
+            return r.num_tokens - self._cache.lookup(r)[1] * self.block_size
+        return r.num_tokens
 
     @property
     def prefilled(self) -> int:
@@ -124,7 +176,13 @@ class RequestView:
 
     @property
     def remaining_prefill(self) -> int:
-        return 0 if self.is_decoding else self._left
+        """Tokens vLLM schedules to finish the prefill: for a request holding no KV, all but the cached prefix."""
+        if self.is_decoding:
+            return 0
+        r = self.req
+        if self._cache is not None and not r.num_computed_tokens:
+            return r.num_tokens - self._cache.lookup(r)[0]
+        return self._left
 
     @property
     def held_blocks(self) -> int:
@@ -146,6 +204,11 @@ class RequestView:
 
     def __repr__(self) -> str:
         return f"RequestView({self.req.request_id!r}, id={self.id})"
+
+
+def vllm_priority_order(r: RequestView) -> tuple:
+    """vLLM's waiting order under `--scheduling-policy priority` (its `Request.__lt__`): priority, then arrival."""
+    return (r.priority, r.arrival)
 
 
 class RunningViews(Sequence[RequestView]):
