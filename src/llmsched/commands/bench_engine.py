@@ -30,13 +30,17 @@ def run_policy(
     time_limit: float | None,
     steps_out: str | None = None,
     run_log: str | None = None,
+    prefixes: tuple[int, int] = (0, 0),
 ) -> tuple[Any, dict]:
     """One policy: a fresh engine, the workload replayed on the real clock, the simulator's summary; with
     `steps_out`, each step's shape and time written there as CSV; with `run_log`, the run as JSON for
-    `sim.replay` (every request and step)."""
+    `sim.replay` (every request and step); `prefixes`: (number, tokens) of the shared prompt prefixes
+    (`engine.random_prompts`). With prefix caching on, the summary's `prefix_cache` holds vLLM's counters over
+    the replay."""
     import gc
 
     from llmsched.integrations.vllm.engine import make_engine, replay, scheduler_of, warm_up
+    from llmsched.integrations.vllm.prefix import hit_rate
     from llmsched.metrics import summarize
     from llmsched.workload import build_requests
 
@@ -44,7 +48,9 @@ def run_policy(
     engine = make_engine(setup, policy)
     try:
         warm_up(engine, setup.token_budget)
-        result, recorder = replay(engine, requests, seed=wl.seed, time_limit=time_limit)
+        if setup.enable_prefix_caching:  # the warm-up's blocks would be hits for nothing in the workload
+            engine.reset_prefix_cache()
+        result, recorder = replay(engine, requests, wl.seed, time_limit, None, *prefixes)
         if steps_out is not None:
             recorder.write_steps(steps_out)
         if run_log is not None:
@@ -60,6 +66,8 @@ def run_policy(
     summary["mean_schedule_ms"] = float(sum(s) / len(s) * 1e3) if s else None
     if stats:
         summary["plugin"] = stats
+    if setup.enable_prefix_caching:
+        summary["prefix_cache"] = {**recorder.prefix_cache, "hit_rate": hit_rate(recorder.prefix_cache)}
     return result, summary
 
 
@@ -115,6 +123,23 @@ def run_policy(
     default=None,
     help="This engine's batch-time model (profile CSV or fitted JSON), for policies that size batches by time.",
 )
+@click.option("--prefix-caching", is_flag=True, help="Turn on vLLM's automatic prefix caching (off by default).")
+@click.option(
+    "--prefix-repetition-num-prefixes",
+    "num_prefixes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Shared prompt prefixes to draw from (with --prefix-repetition-prefix-len).",
+)
+@click.option(
+    "--prefix-repetition-prefix-len",
+    "prefix_len",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Tokens of shared prefix each prompt starts with (vllm bench's prefix_repetition; 0: none).",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print {"policies": {name: summary}} only.')
 def command(
     model_dir: str,
@@ -132,6 +157,9 @@ def command(
     steps_out: str | None,
     run_log: str | None,
     perf_model: str | None,
+    prefix_caching: bool,
+    num_prefixes: int,
+    prefix_len: int,
     as_json: bool,
 ) -> None:
     """Replay requests (Poisson arrivals, trace lengths, ignore_eos) into an in-process vLLM engine on the
@@ -149,6 +177,7 @@ def command(
     setup = EngineSetup(
         model_dir, token_budget, max_num_seqs, max_len, kv_cache_gib, enforce_eager=not use_compile, tiers=tiers,
         plugin={"perf_model": os.path.abspath(perf_model)} if perf_model else {},
+        enable_prefix_caching=prefix_caching,
     )  # fmt: skip
     for folder in (steps_out, run_log):
         if folder is not None:
@@ -157,9 +186,17 @@ def command(
     for name in policies:
         path = os.path.join(steps_out, f"{name}.csv") if steps_out is not None else None
         log_path = os.path.join(run_log, f"{name}.json") if run_log is not None else None
-        _, out[name] = run_policy(setup, name, wl, max_len, time_limit, path, log_path)
+        prefixes = (num_prefixes, prefix_len)
+        _, out[name] = run_policy(setup, name, wl, max_len, time_limit, path, log_path, prefixes)
         if not as_json:
             click.echo(format_summary(out[name]))
+            if "prefix_cache" in out[name]:
+                pc = out[name]["prefix_cache"]
+                rate = "-" if pc["hit_rate"] is None else f"{pc['hit_rate']:.1%}"
+                click.echo(
+                    f"prefix cache: {pc['prefix_cache_hits']} of {pc['prefix_cache_queries']} tokens hit ({rate}); "
+                    f"after preemption {pc['prefix_cache_preempted_hits']} of {pc['prefix_cache_preempted_queries']}"
+                )
             click.echo(f"mean schedule() time {out[name]['mean_schedule_ms']:.3f} ms per step\n")
     if as_json:
         click.echo(json.dumps({"policies": out}, sort_keys=True))

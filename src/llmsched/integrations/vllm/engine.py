@@ -2,8 +2,9 @@
 record each token's time, giving the simulator's `RunResult` so `metrics.summarize` applies unchanged.
 
 `vllm-default` is vLLM's own scheduler, untouched; any other name is an llmsched policy run through
-`PolicyScheduler`. Both get the same engine settings (token budget, max_num_seqs, KV pool, no prefix caching:
-the prompts are random tokens and caching would only add noise to the comparison).
+`PolicyScheduler` (`AsyncPolicyScheduler` with async scheduling). Both get the same engine settings (token
+budget, max_num_seqs, KV pool, prefix caching off unless asked for: random prompts share nothing, and caching
+would only add noise to the comparison).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from llmsched.errors import UserError
+from llmsched.integrations.vllm.prefix import count_prefix_cache
 from llmsched.integrations.vllm.steps import step_shape, write_step_times
 from llmsched.perf.base import BatchShape
 from llmsched.records import BatchLog, EngineLog, RunResult, StepRecord
@@ -24,6 +26,7 @@ from llmsched.workload.request import FINISHED, REJECTED, UNFINISHED, Request
 
 DEFAULT_POLICY = "vllm-default"
 PLUGIN = "llmsched.integrations.vllm.PolicyScheduler"
+ASYNC_PLUGIN = "llmsched.integrations.vllm.AsyncPolicyScheduler"
 
 
 def vllm_environment(kv_cache_gib: float = 2.0) -> None:
@@ -48,6 +51,10 @@ class EngineSetup:
     enforce_eager: bool = False  # skip torch.compile: quicker start (tests), slower steps
     tiers: str | None = None
     plugin: dict[str, Any] = field(default_factory=dict)  # more `additional_config["llmsched"]` keys
+    enable_prefix_caching: bool = False  # vLLM's automatic prefix caching
+    # vLLM's async scheduling (the step after a batch is scheduled while it runs; vLLM's default on GPUs, always off
+    # on CPUs), and the plugin on vLLM's AsyncScheduler to match
+    async_scheduling: bool = False
 
 
 def check_model_dir(model_dir: str) -> None:
@@ -64,10 +71,11 @@ def engine_args(setup: EngineSetup, policy: str) -> dict[str, Any]:
         max_num_batched_tokens=setup.token_budget,
         max_num_seqs=setup.max_num_seqs,
         max_model_len=setup.max_model_len,
-        enable_prefix_caching=False,
+        enable_prefix_caching=setup.enable_prefix_caching,
+        async_scheduling=setup.async_scheduling,
         enforce_eager=setup.enforce_eager,
         num_gpu_blocks_override=setup.num_gpu_blocks,
-        scheduler_cls=PLUGIN if plugin else None,
+        scheduler_cls=(ASYNC_PLUGIN if setup.async_scheduling else PLUGIN) if plugin else None,
         additional_config={"llmsched": {"policy": policy, "tiers": setup.tiers, **setup.plugin}} if plugin else {},
         disable_log_stats=True,
         seed=0,
@@ -109,6 +117,7 @@ class StepRecorder:
     scheduled: list[dict[int, int]] = field(default_factory=list)  # tokens per request id, each step
     received: dict[int, float] = field(default_factory=dict)  # request id -> when it was added to the engine
     clocks: list[tuple[float, float] | None] = field(default_factory=list)  # the plugin's times, each step
+    prefix_cache: dict[str, int] = field(default_factory=dict)  # vLLM's prefix cache counters (`prefix.KEYS`)
 
     def __post_init__(self) -> None:
         inner: Callable[..., Any] = self.sched.schedule
@@ -162,9 +171,21 @@ def warm_up(engine: Any, token_budget: int) -> None:
         engine.step()
 
 
-def random_prompts(requests: list[Request], vocab: int, seed: int) -> list[list[int]]:
+def random_prompts(
+    requests: list[Request], vocab: int, seed: int, num_prefixes: int = 0, prefix_len: int = 0
+) -> list[list[int]]:
+    """Random token ids of each request's prompt length. With `num_prefixes` and `prefix_len` (the shape of
+    `vllm bench serve --dataset-name prefix_repetition`), each prompt starts with one of `num_prefixes` shared
+    prefixes of `prefix_len` tokens, drawn with the seed (a prompt no longer than it is that prefix's start)."""
     rng = np.random.default_rng(seed)
-    return [rng.integers(3, vocab, size=r.prompt_len).tolist() for r in requests]
+    if num_prefixes <= 0 or prefix_len <= 0:
+        return [rng.integers(3, vocab, size=r.prompt_len).tolist() for r in requests]
+    prefixes = [rng.integers(3, vocab, size=prefix_len).tolist() for _ in range(num_prefixes)]
+    picks = rng.integers(0, num_prefixes, size=len(requests))
+    return [
+        prefixes[k][: r.prompt_len] + rng.integers(3, vocab, size=max(0, r.prompt_len - prefix_len)).tolist()
+        for r, k in zip(requests, picks, strict=True)
+    ]
 
 
 def replay(
@@ -173,16 +194,21 @@ def replay(
     seed: int = 0,
     time_limit: float | None = None,
     on_step: Callable[[], None] | None = None,
+    num_prefixes: int = 0,
+    prefix_len: int = 0,
 ) -> tuple[RunResult, StepRecorder]:
     """Add each request at its arrival (seconds from the first), step the engine until all are done, and
-    stamp each token with the time the step that produced it returned. Requests are mutated in place."""
+    stamp each token with the time the step that produced it returned. Requests are mutated in place.
+    Prompts are random (`random_prompts`: shared prefixes with `num_prefixes` and `prefix_len`); the
+    recorder's `prefix_cache` holds vLLM's prefix cache counters over the replay (`prefix.KEYS`)."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
     sched = scheduler_of(engine)
     recorder = StepRecorder(sched)
+    count_prefix_cache(sched.kv_cache_manager, recorder.prefix_cache)
     vocab = engine.model_config.get_vocab_size()
-    prompts = random_prompts(requests, vocab, seed)
+    prompts = random_prompts(requests, vocab, seed, num_prefixes, prefix_len)
     sent = [k for k in range(len(requests)) if requests[k].state != REJECTED]  # over-long: refused, never sent
     order = sorted(sent, key=lambda k: (requests[k].arrival, requests[k].id))
     by_id = {str(r.id): r for r in requests}
