@@ -88,14 +88,17 @@ TIERS = ["paying" if i % 3 == 0 else "free" for i in range(len(PROMPTS))]
 BUDGET, POOL, BLOCK, MAX_LEN = 256, 16, 128, 1536
 
 
-def test_slai_makes_the_same_per_step_decisions_in_vllm_and_in_the_simulator(tiny):
-    """Same requests, same policy, both engines: identical {request: scheduled tokens} step by step.
+@pytest.mark.parametrize("scheduler_class", ["PolicyScheduler", "AsyncPolicyScheduler"])
+def test_slai_makes_the_same_per_step_decisions_in_vllm_and_in_the_simulator(tiny, scheduler_class):
+    """Same requests, same policy, both engines: identical {request: scheduled tokens} step by step; on vLLM's
+    `Scheduler`, and on its `AsyncScheduler` (vLLM runs one step at a time on CPUs: output placeholders come and
+    go within a step, which must not change a decision).
 
     Named, intended differences and how the scenario neutralises them:
     - block size: vLLM's CPU backend uses 128-token blocks; the simulator is given 128 too.
     - KV allocation: vLLM allocates per chunk, the simulator the whole prompt on admission; the plugin's
       view reserves the whole prompt, so both engines see the same free blocks.
-    - watermark: vLLM has none; the plugin's view applies the simulator's 1%.
+    - watermark: vLLM's default is none; the plugin's view applies the simulator's 1%.
     - time: SLAI compares last schedulable times with the clock, and the engines' batch times differ (real
       vs a constant model); a TBT of 1 microsecond makes every decode critical at every step on both, so
       decisions do not depend on the clock.
@@ -104,11 +107,12 @@ def test_slai_makes_the_same_per_step_decisions_in_vllm_and_in_the_simulator(tin
     tiers = f"paying:0.5:tbt={tbt},free:0.5:tbt={tbt}"
     setup = EngineSetup(
         tiny, token_budget=BUDGET, max_num_seqs=128, max_model_len=MAX_LEN, num_gpu_blocks=POOL, enforce_eager=True,
-        tiers=tiers, plugin={"record_steps": True},
+        tiers=tiers, plugin={"record_steps": True}, async_scheduling=scheduler_class.startswith("Async"),
     )  # fmt: skip
     engine = make_engine(setup, "slai")
     try:
         sched = scheduler_of(engine)
+        assert type(sched).__name__ == scheduler_class
         assert sched.block_size == BLOCK
         rng = random.Random(0)
         for i, (p, d) in enumerate(zip(PROMPTS, DECODES, strict=True)):
@@ -141,6 +145,60 @@ def test_slai_makes_the_same_per_step_decisions_in_vllm_and_in_the_simulator(tin
     assert len(vllm_steps) == len(policy.steps)
     for k, (real, sim) in enumerate(zip(vllm_steps, policy.steps, strict=True)):
         assert real == sim, f"step {k}: vLLM scheduled {real}, the simulator {sim}"
+
+
+# Prompts of shared prefixes: (prefix, its tokens taken, random tokens after): whole prefixes with tails of
+# several lengths, a prompt exactly the prefix (its last block is recomputed for the logits), prompts inside it.
+SHARED = [(0, 384, 5), (1, 384, 130), (0, 384, 600), (1, 384, 0), (0, 200, 0), (1, 384, 1), (0, 128, 0),
+          (1, 300, 250), (0, 384, 17), (1, 129, 0)]  # fmt: skip
+
+
+@pytest.mark.parametrize("policy", ["vllm-default", "slai"])
+def test_admissions_take_their_cached_prefix_and_vllm_counts_the_hits(tiny, policy):
+    """Prefix caching on, two 384-token prefixes cached by a first pair of requests, then ten prompts built on
+    them: vLLM's counters give each prompt the hit its shared prefix allows (whole 128-token blocks, at most all
+    tokens but the last), alike under vLLM's scheduler and SLAI's. The plugin plans each admission for the
+    uncached part only: vLLM computes exactly that many prompt tokens per request, and no step differs from the
+    plan."""
+    from llmsched.integrations.vllm.prefix import count_prefix_cache
+
+    setup = EngineSetup(tiny, token_budget=512, max_num_seqs=16, max_model_len=MAX_LEN, enforce_eager=True,
+                        enable_prefix_caching=True, plugin={"record_steps": True})  # fmt: skip
+    engine = make_engine(setup, policy)
+    try:
+        sched = scheduler_of(engine)
+        rng = random.Random(2)
+        prefixes = [[rng.randrange(3, 1000) for _ in range(384)] for _ in range(2)]
+        for k, prefix in enumerate(prefixes):
+            engine.add_request(f"warm{k}", {"prompt_token_ids": prefix + [7]}, _params(2))
+        _drain(engine, {})
+        counts = count_prefix_cache(sched.kv_cache_manager, {})
+        steps_before = len(getattr(sched, "step_log", []))
+        prompts = [prefixes[k][:m] + [rng.randrange(3, 1000) for _ in range(t)] for k, m, t in SHARED]
+        for i, p in enumerate(prompts):
+            engine.add_request(str(i), {"prompt_token_ids": p}, _params(4))
+        out: dict[str, int] = {}
+        _drain(engine, out)
+        stats = dict(getattr(sched, "stats", {}))
+        steps = getattr(sched, "step_log", [])[steps_before:]
+    finally:
+        engine.engine_core.shutdown()
+
+    block = 128
+    hits = [min(m, m + t - 1) // block * block for _, m, t in SHARED]
+    assert counts["prefix_cache_requests"] == len(SHARED)
+    assert counts["prefix_cache_queries"] == sum(map(len, prompts))
+    assert counts["prefix_cache_hits"] == sum(hits) == 2688
+    assert out == {str(i): 4 for i in range(len(SHARED))}
+    if policy == "slai":
+        assert stats["mismatched_steps"] == stats["fallback_steps"] == 0
+        assert stats["cache_shortened_prefills"] == 0  # every hit was known when the admission was planned
+        scheduled = {}
+        for step in steps:
+            for rid, n in step.items():
+                scheduled[rid.split("-")[0]] = scheduled.get(rid.split("-")[0], 0) + n
+        # the prompt less its hit, then one token for each output but the last
+        assert scheduled == {str(i): len(p) - h + 3 for i, (p, h) in enumerate(zip(prompts, hits, strict=True))}
 
 
 def test_aborts_untiered_requests_overload_and_policy_faults_lose_no_request(tiny):
@@ -231,6 +289,7 @@ def test_bench_engine_prints_simulate_summary_keys_per_policy(tiny, write_trace,
         assert s["completed"] == 12 and s["unfinished"] == 0 and s["rejected"] == 0, name
         for key in ("median_ttft_ms", "p99_itl_ms", "output_throughput", "tiers"):
             assert s[key] is not None, (name, key)
+        assert "prefix_cache" not in s, name  # prefix caching is off unless asked for
     assert out["policies"]["slai"]["plugin"]["policy_steps"] > 0
     assert "plugin" not in out["policies"]["vllm-default"]
     # The run replays in the simulator: SLAI plans every step as it ran in vLLM, so every token time is the real one.
@@ -242,6 +301,29 @@ def test_bench_engine_prints_simulate_summary_keys_per_policy(tiny, write_trace,
     rep = replay(log, make_policy("slai"))
     assert rep.steps == out["policies"]["slai"]["num_batches"] and rep.mismatched == 0
     assert [r.token_times for r in rep.result.requests] == [r.token_times for r in log.requests]
+
+
+def test_bench_engine_with_prefix_caching_counts_the_hits_of_shared_prefixes(tiny, write_trace, capsys, tmp_path):
+    """--prefix-caching, prompts starting with one of two shared 256-token prefixes: every token of every request
+    is computed once, in some step's shape, except the cache hits vLLM counts; no step differs from SLAI's plan."""
+    from llmsched.cli import main
+    from llmsched.workload import WorkloadConfig, build_requests
+
+    trace = write_trace([(40 + 37 * i % 300, 1 + i % 12) for i in range(20)])
+    argv = ["bench-engine", "--model", tiny, "--trace", trace, "--num-requests", "12", "--qps", "20",
+            "--policies", "slai", "--steps-out", str(tmp_path / "steps"), "--prefix-caching",
+            "--prefix-repetition-num-prefixes", "2", "--prefix-repetition-prefix-len", "256", "--json"]  # fmt: skip
+    main(argv)
+    s = json.loads(capsys.readouterr().out)["policies"]["slai"]
+    requests, _ = build_requests(WorkloadConfig(trace=trace, num_requests=12, qps=20, seed=42), 4096)
+    tokens = sum(shape.prefill_tokens + shape.decodes for _, shape in read_step_times(tmp_path / "steps" / "slai.csv"))
+    cache = s["prefix_cache"]
+    assert cache["prefix_cache_requests"] == 12 and cache["prefix_cache_hits"] > 0
+    assert cache["hit_rate"] == cache["prefix_cache_hits"] / cache["prefix_cache_queries"]
+    hits = cache["prefix_cache_hits"] + cache["prefix_cache_preempted_hits"]
+    assert tokens == sum(r.prompt_len + r.decode_len - 1 for r in requests) - hits
+    assert s["completed"] == 12
+    assert s["plugin"]["mismatched_steps"] == s["plugin"]["fallback_steps"] == 0
 
 
 def test_requests_vllm_must_see_itself_send_the_step_to_vllms_order(tiny):
