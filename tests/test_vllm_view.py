@@ -58,16 +58,18 @@ class _Cache:
         return self.hit, self.held
 
 
-def test_a_waiting_request_shows_its_cached_prefix_and_costs_only_the_blocks_not_held():
+def test_a_waiting_request_shows_its_cached_prefix_and_plans_only_the_rest():
     cache = _Cache(hit=256, held=1)  # 2 blocks of 128 cached, one of them held by a running request
     waiting = RequestView(_req(300, 0, 0, "WAITING"), 0, TIERS, 128, cache)
+    assert waiting.num_prompt == 300 and waiting.prompt_len == 300  # order keys: no lookup, never moving
     assert cache.asked == 0  # nothing is looked up until a policy asks
     assert waiting.cached_prefix == 256 and waiting.remaining_prefill == 44  # vLLM computes the rest
-    assert waiting.num_prompt == 172 and waiting.prompt_len == 300  # 3 blocks, less the one held: 2 to find
+    assert waiting.cached_blocks_held == 1
     # a request holding KV has no lookup: its progress is vLLM's
     running = RequestView(_req(300, 256 + 32, 0), 1, TIERS, 128, cache)
     asked = cache.asked
-    assert running.cached_prefix == 0 and running.remaining_prefill == 12 and running.num_prompt == 300
+    assert running.cached_prefix == running.cached_blocks_held == 0
+    assert running.remaining_prefill == 12 and running.num_prompt == 300
     assert cache.asked == asked
     assert RequestView(_req(300, 0, 0, "WAITING"), 2, TIERS, 128).remaining_prefill == 300  # caching off
 

@@ -10,10 +10,11 @@ Differences from the simulated engine, by design (named in docs/vllm.md and the 
   a planned admission.
 - Prefix caching (vLLM's automatic prefix caching, when the engine has it on): a request holding no KV shows
   `cached_prefix`, the tokens vLLM would take from its cache if it were admitted now (whole blocks, at most all
-  tokens but the last: vLLM recomputes that one for its logits). Its `remaining_prefill` is the rest, what vLLM
-  schedules for it, and its `num_prompt` the tokens its admission must find free blocks for: cached blocks that
-  running requests hold cost nothing, cached blocks no one holds count among the free blocks and are taken out of
-  them. The lookup is made only for the requests a policy considers for admission, once per step.
+  tokens but the last: vLLM recomputes that one for its logits), and its `remaining_prefill` is the rest, what
+  vLLM schedules for it. Admission still charges the whole prompt's blocks (`num_prompt` is an order key and must
+  not move while the request waits), though cached blocks that running requests hold cost vLLM none
+  (`cached_blocks_held`): conservative, vLLM never lacks a block the plan counted on. The lookup is made only for
+  the requests a policy considers for admission, once per step.
 - Block size is vLLM's (128 tokens on the CPU backend, 16 on GPUs).
 - The clock is `time.monotonic()`; arrival times are vLLM's (`time.time()` based), used only for ordering.
 """
@@ -160,15 +161,20 @@ class RequestView:
 
     @property
     def num_prompt(self) -> int:
-        """Tokens to prefill: the prompt, plus the tokens generated before a preemption (recompute). For a request
-        holding no KV, less the cached prefix that running requests hold: the tokens its admission needs free
-        blocks for."""
-        r = self.req
-        if self.is_decoding:
-            return r.num_computed_tokens
-        if self._cache is not None and not r.num_computed_tokens:
-            return r.num_tokens - self._cache.lookup(r)[1] * self.block_size
-        return r.num_tokens
+        """Tokens to prefill: the prompt, plus the tokens generated before a preemption (recompute). Fixed while the
+        request waits (shortest-prompt-first orders sort on it), so its cached prefix is not taken off: admission
+        charges the whole prompt's blocks (see `cached_blocks_held`)."""
+        return self.req.num_computed_tokens if self.is_decoding else self.req.num_tokens
+
+    @property
+    def cached_blocks_held(self) -> int:
+        """Blocks of `cached_prefix` that running requests hold: admitting this request now takes that many fewer
+        blocks from vLLM's free pool than its prompt has (a cached block no one holds counts as free in vLLM and is
+        taken out of the free pool when reused). `BatchBuilder` does not read it yet: its admission cost is the
+        whole prompt's blocks, which never asks vLLM for more than it has."""
+        if self._cache is None or self.req.num_computed_tokens:
+            return 0
+        return self._cache.lookup(self.req)[1]
 
     @property
     def prefilled(self) -> int:
