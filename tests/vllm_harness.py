@@ -122,9 +122,10 @@ def make_requests(
     block_size: int = 16,
     ids: list[str] | None = None,
     stop_token_ids: list[int] | None = None,
+    prompts: list[list[int]] | None = None,
 ) -> list[Request]:
     """`n` requests of `num_tokens` prompt tokens (request i's prompt is token i repeated, or 0 for all with
-    `same_prompt`), hashed per block as an engine with prefix caching hashes them."""
+    `same_prompt`; or `prompts[i]`), hashed per block as an engine with prefix caching hashes them."""
     global _hash_ready
     if not _hash_ready:
         init_none_hash(sha256)
@@ -135,7 +136,7 @@ def make_requests(
     return [
         Request(
             request_id=ids[i],
-            prompt_token_ids=[0 if same_prompt else i] * num_tokens,
+            prompt_token_ids=prompts[i] if prompts is not None else [0 if same_prompt else i] * num_tokens,
             sampling_params=params,
             pooling_params=None,
             block_hasher=hasher,

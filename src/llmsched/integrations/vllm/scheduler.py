@@ -202,6 +202,25 @@ class PolicyScheduler(Scheduler):
         self._freed.append((self._step, request.request_id))
         return super()._free_request(request, *args, **kwargs)
 
+    def _update_request_with_output(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if request.status is _RUNNING:  # the hot path: every request with output, every step
+            return super()._update_request_with_output(request, *args, **kwargs)
+        # A preempted request's output still in flight is appended while it waits: its tokens, a key of the sorted
+        # copies of the queue (shortest-prompt-first on num_prompt), change. Take it out under its old key and put it
+        # back at its place under the new one.
+        w = self._views.get(request.request_id)
+        if w is None or w not in self._queue:
+            return super()._update_request_with_output(request, *args, **kwargs)
+        ahead = self._queue.fcfs[: self._queue.fcfs.index(w)]  # preempted requests wait at the front: few
+        for r in [*ahead, w]:
+            self._queue.remove(r)
+        try:
+            return super()._update_request_with_output(request, *args, **kwargs)
+        finally:
+            self._queue.push_front(w)
+            for r in reversed(ahead):
+                self._queue.push_front(r)
+
     def _reserve_prefill_lookahead(self, request: Any, num_computed_tokens: int, num_new_tokens: int) -> int:
         # vLLM calls this for every request it is about to give tokens, running or admitted: the one place to
         # hold each to its planned tokens (a prefix cache hit larger than the plan knew leaves budget that the
