@@ -169,6 +169,9 @@ def warm_up(engine: Any, token_budget: int) -> None:
         engine.add_request(f"warmup{k}", prompt, SamplingParams(max_tokens=16, ignore_eos=True, detokenize=False))
     while engine.has_unfinished_requests():
         engine.step()
+    sched = scheduler_of(engine)
+    if hasattr(sched, "fresh_policy"):  # the llmsched plugin: its policy must not carry the warm-up's batches
+        sched.fresh_policy()
 
 
 def random_prompts(

@@ -121,6 +121,7 @@ class PolicyScheduler(Scheduler):
         options = dict(cfg.get("options", {}))
         if needs_perf(self.policy_name) and "perf" not in options:
             options["perf"] = engine_perf_model(cfg.get("perf_model"), self.vllm_config.model_config.model)
+        self._policy_options = options
         self.llm_policy = make_policy(self.policy_name, **options)
         self.tiers = TierTable.from_spec(cfg.get("tiers"), float(cfg.get("default_tbt", DEFAULT_TBT)))
         # vLLM refuses an admission that would dip into its own watermark: never plan one.
@@ -165,6 +166,11 @@ class PolicyScheduler(Scheduler):
             self._unsupported = "KV/EC connectors are not modelled"
         elif self.num_spec_tokens > 0:
             self._unsupported = "speculative decoding is not modelled"
+
+    def fresh_policy(self) -> None:
+        """A new policy object, knowing nothing of the steps so far (SLAI's mean batch time): after a warm-up,
+        whose first batches compile kernels, so the measured run's decisions are the ones a replay makes."""
+        self.llm_policy = make_policy(self.policy_name, **self._policy_options)
 
     # --- requests ----------------------------------------------------------------------------------------
     def add_request(self, request: Any) -> None:
