@@ -1,5 +1,6 @@
 """Fidelity of the batch-time models on the H100 rows: the fitted model (in sample and k-fold) and the
-analytic roofline carried from the spec sheet, without and with the paper GPU's efficiency factors.
+analytic roofline carried from the spec sheet, without factors, with the paper GPU's and with the H100 profile's
+(the factors every GPU without a measurement of its own is estimated with).
 
     python benchmarks/perf_fit.py [--profile ../shared/calibration/h100_torch_profile.csv] [--k 5] [--write]
 
@@ -29,7 +30,7 @@ from llmsched.perf.fitted import (
     load_profile,
     save_fit,
 )
-from llmsched.perf.roofline import Roofline
+from llmsched.perf.roofline import H100, Roofline
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "calibration" / "h100_torch_profile.csv"
 DATA = Path(__file__).resolve().parents[1] / "src" / "llmsched" / "perf" / "data"
@@ -69,6 +70,10 @@ def main() -> None:
         for label, model in (
             ("textbook roofline (no factors)", analytic_model(spec, gpu, 1.0, 1.0, 0.0, 1.0)),
             ("roofline, paper-GPU factors   ", analytic_model(spec, gpu)),
+            (
+                "roofline, H100-profile factors",
+                analytic_model(spec, gpu, H100.flops, H100.bw, H100.overhead_s, H100.kv_bw),
+            ),
         ):
             e = roofline_errors(model, rows)
             print(f"{label}: signed mean {100 * e.mean():+.1f}%; |error| " + format_report(family_report(rows, e)))

@@ -189,7 +189,7 @@ class Features:
         tokens = a["prefill_tokens"] + a["decodes"]
         seqs = a["num_prefills"] + a["decodes"]
         self.weight_bytes = np.full(len(shapes), float(m.weight_bytes))
-        self.linear_flops = 2.0 * m.layer_params * tokens + 2.0 * m.hidden * m.vocab * seqs
+        self.linear_flops = 2.0 * m.active_layer_params * tokens + 2.0 * m.hidden * m.vocab * seqs
         self.attn_flops = 4.0 * m.layers * m.heads * m.head_dim * a["prefill_pairs"]
         mean_ctx = np.divide(a["decode_context"], a["decodes"], out=np.zeros(len(shapes)), where=a["decodes"] > 0)
         self.decode_len = m.layers * (mean_ctx + (a["decodes"] > 0))
@@ -236,7 +236,7 @@ class FittedModel:
         m = self.spec
         return (
             float(m.weight_bytes),
-            2.0 * m.layer_params,
+            2.0 * m.active_layer_params,
             2.0 * m.hidden * m.vocab,
             4.0 * m.layers * m.heads * m.head_dim,
             float(m.layers),

@@ -42,6 +42,7 @@ def spec_from_hf(model_dir: str | Path, name: str | None = None) -> ModelSpec:
 
     heads = get("num_attention_heads")
     hidden = get("hidden_size")
+    experts = get("num_local_experts", 1)  # Mixtral's names for a mixture of experts
     return ModelSpec(
         name=name or model_name(model_dir),
         layers=get("num_hidden_layers"),
@@ -53,4 +54,6 @@ def spec_from_hf(model_dir: str | Path, name: str | None = None) -> ModelSpec:
         vocab=get("vocab_size"),
         max_len=get("max_position_embeddings", 2048),
         dtype_bytes=_DTYPE_BYTES.get(str(cfg.get("dtype") or cfg.get("torch_dtype") or "bfloat16"), 2),
+        experts=experts,
+        experts_per_token=get("num_experts_per_tok", 2) if experts > 1 else 1,
     )

@@ -1,6 +1,7 @@
-"""Calibrate the roofline on the paper's measurement: a 2048-token prompt prefilled in chunks of b tokens
-on Mistral-7B / RTX 6000 Ada; the mean batch time over the prompt's chunks is compared per b. Each chunk reads
-the KV of the prompt's earlier chunks."""
+"""Calibrate the roofline's efficiency factors on measurements. The paper's: a 2048-token prompt prefilled in
+chunks of b tokens on Mistral-7B / RTX 6000 Ada; the mean batch time over the prompt's chunks is compared per b
+(each chunk reads the KV of the prompt's earlier chunks). llmsched's H100 profile: every shipped row of both
+models, batch by batch (`fit_h100`); these factors carry to the GPUs that have only a spec sheet."""
 
 from __future__ import annotations
 
@@ -57,3 +58,21 @@ def fit_paper_gpu() -> tuple[float, float, float]:
 
     fit = least_squares(residuals, [0.6, 0.8, 3.0], bounds=([0.05, 0.05, 0.0], [1.0, 1.0, 30.0]))
     return float(fit.x[0]), float(fit.x[1]), float(fit.x[2] * 1e-3)
+
+
+def fit_h100() -> tuple[float, float, float, float]:
+    """(flops_eff, bw_eff, overhead_s, kv_bw_eff) minimising the relative error over the shipped H100 profile's rows
+    (Mistral-7B and Llama-3-8B), each factor capped at 1."""
+    from scipy.optimize import least_squares
+
+    from llmsched.perf.fitted import builtin_rows
+
+    gpu = GPUS["h100-80gb"]
+    rows = [(MODELS[m], r.shape, r.batch_ms / 1e3) for m in ("mistral-7b", "llama-3-8b") for r in builtin_rows(m)]
+
+    def residuals(x: np.ndarray) -> list[float]:
+        models = {m.name: analytic_model(m, gpu, x[0], x[1], x[2] * 1e-3, x[3]) for m, _, _ in rows[:1] + rows[-1:]}
+        return [models[m.name].batch_time(s) / t - 1 for m, s, t in rows]
+
+    fit = least_squares(residuals, [0.6, 0.8, 3.0, 0.8], bounds=([0.05, 0.05, 0.0, 0.05], [1.0, 1.0, 30.0, 1.0]))
+    return float(fit.x[0]), float(fit.x[1]), float(fit.x[2] * 1e-3), float(fit.x[3])
