@@ -241,6 +241,13 @@ def workload_options(f: Callable) -> Callable:
         ),
         click.option("--gpu", type=GPU, default="rtx6000ada", show_default=True),
         click.option(
+            "--tensor-parallel-size",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="GPUs per replica (tensor parallelism, as vLLM's flag); batch times of more than one are estimated.",
+        ),
+        click.option(
             "--perf-model",
             type=click.Path(dir_okay=False),
             default=None,
@@ -335,6 +342,7 @@ def spec_from(policy: str, qps: float, o: dict[str, Any], **policy_options: Any)
         workload=wl,
         model=o["model"],
         gpu=o["gpu"],
+        tensor_parallel=o["tensor_parallel_size"],
         perf_model=o["perf_model"],
         token_budget=o["token_budget"],
         max_num_seqs=o["max_num_seqs"],

@@ -46,6 +46,8 @@ def format_summary(s: dict) -> str:
         )
     if s["not_completed_reasons"]:
         lines.append("not completed: " + "; ".join(f"{n} x {r}" for r, n in s["not_completed_reasons"].items()))
+    if "batch_times" in s:
+        lines.append(f"batch times {s['batch_times']}")
     return "\n".join(lines)
 
 

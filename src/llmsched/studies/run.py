@@ -11,7 +11,15 @@ from llmsched.routers import make_router
 from llmsched.sim.cluster import Cluster, ClusterResult
 from llmsched.sim.engine import SimEngine
 from llmsched.studies.bounds import replica_tile
-from llmsched.studies.spec import RunSpec, engine_config, max_model_len, perf_model, replica_specs, validate
+from llmsched.studies.spec import (
+    RunSpec,
+    batch_times_label,
+    engine_config,
+    max_model_len,
+    perf_model,
+    replica_specs,
+    validate,
+)
 from llmsched.workload.build import resolved_arrival
 from llmsched.workload.compose import build_workload, offered_rate
 from llmsched.workload.sessions import Sessions
@@ -44,7 +52,7 @@ def run(spec: RunSpec, rows: list[TraceRow] | None = None) -> tuple[RunResult, d
     summary = summarize(result, tiers, spec.ttft_slo)
     # A replayed trace runs at its own rate (times --rate-scale), not at --qps.
     qps = offered_rate(requests) if resolved_arrival(spec.workload) == "trace" else spec.workload.qps
-    summary = {"policy": spec.policy, "qps": qps, **summary}
+    summary = {"policy": spec.policy, "qps": qps, **summary, "batch_times": batch_times_label(spec)}
     if isinstance(requests, Sessions):  # turns a session never sent: it ended (a rejection) or time ran out
         summary.update(sessions=len(requests.sessions), turns_not_sent=requests.num_turns - len(result.requests))
     if isinstance(result, ClusterResult):

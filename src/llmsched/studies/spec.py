@@ -7,14 +7,17 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from llmsched.errors import UserError
-from llmsched.perf import GPUS, analytic_model, get_gpu, get_model, kv_blocks
+from llmsched.perf import GPUS, get_gpu, get_model, kv_blocks
 from llmsched.perf.base import PerfModel
+from llmsched.perf.roofline import efficiency_for, estimated_model
 from llmsched.policies import make_policy, policy_defaults
 from llmsched.routers import check_router
 from llmsched.sim.engine import EngineConfig
 from llmsched.workload import WorkloadConfig, parse_tiers
 from llmsched.workload.build import check_rate_scale, resolved_arrival
 from llmsched.workload.compose import check_workload
+
+MAX_TP = 8  # tensor parallelism within one node: the model has no inter-node link
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class RunSpec:
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     model: str = "mistral-7b"
     gpu: str = "rtx6000ada"
+    tensor_parallel: int = 1  # GPUs per replica (vLLM's --tensor-parallel-size)
     perf_model: str | None = None  # a profile CSV or fitted-model JSON; None: the catalog's model
     token_budget: int | None = None  # None: the policy's default
     max_num_seqs: int | None = None
@@ -43,8 +47,15 @@ class RunSpec:
 
 def validate(spec: RunSpec) -> None:
     """Everything a user can get wrong, checked before any run starts."""
-    get_model(spec.model)
+    model = get_model(spec.model)
     get_gpu(spec.gpu)
+    if not 1 <= spec.tensor_parallel <= MAX_TP:
+        raise UserError(f"--tensor-parallel-size is {spec.tensor_parallel}, expected 1 to {MAX_TP} (GPUs of one node)")
+    why = model.check_tp(spec.tensor_parallel)
+    if why:
+        raise UserError(f"--tensor-parallel-size {spec.tensor_parallel}: {why}")
+    if spec.perf_model and spec.tensor_parallel > 1:
+        raise UserError("--perf-model describes one GPU's batches; profile the tensor-parallel replica instead")
     make_policy(spec.policy, **dict(spec.policy_options))
     if spec.perf_model:
         perf_model(spec)
@@ -67,7 +78,8 @@ def validate(spec: RunSpec) -> None:
         raise UserError(f"--qps is {spec.workload.qps}, expected a positive number of requests per second")
     check_rate_scale(spec.workload, arrival)
     check_router(spec.router)
-    replica_specs(spec)
+    for replica in replica_specs(spec):
+        engine_config(replica)  # the model fits on each replica's GPUs
 
 
 def check_rate_varies(spec: RunSpec) -> None:
@@ -90,10 +102,34 @@ def replica_specs(spec: RunSpec) -> list[RunSpec]:
 
 
 def perf_model(spec: RunSpec) -> PerfModel:
-    """--perf-model if given, else the built-in fitted entry for this model and GPU, else the roofline."""
+    """--perf-model if given, else the built-in fitted entry for this model and GPU (on one GPU), else the roofline
+    with the efficiency measured on this GPU or carried from the H100's (`roofline.efficiency_for`)."""
     if spec.perf_model:
         return _loaded_perf_model(spec.perf_model, get_model(spec.model).name)
-    return _builtin_perf_model(spec.model, spec.gpu) or analytic_model(get_model(spec.model), get_gpu(spec.gpu))
+    builtin = _builtin_perf_model(spec.model, spec.gpu) if spec.tensor_parallel == 1 else None
+    return builtin or estimated_model(get_model(spec.model), get_gpu(spec.gpu), spec.tensor_parallel)
+
+
+def batch_times_label(spec: RunSpec) -> str:
+    """'measured: ...' or 'estimated: ...', where the batch times of every replica of `spec` come from (estimated
+    if any replica's are)."""
+    labels = {perf_provenance(s) for s in replica_specs(spec)}
+    kind = "estimated" if any(k == "estimated" for k, _ in labels) else "measured"
+    return f"{kind}: " + "; ".join(sorted(text for _, text in labels))
+
+
+def perf_provenance(spec: RunSpec) -> tuple[str, str]:
+    """("measured" or "estimated", where the batch times come from) for a single-replica spec: measured where a
+    profile of this model on this GPU (one GPU) stands behind them, estimated where a spec sheet does."""
+    if spec.perf_model:
+        return "measured", f"fitted to {spec.perf_model}"
+    if spec.tensor_parallel == 1 and _builtin_perf_model(spec.model, spec.gpu) is not None:
+        return "measured", f"fitted to llmsched's profile of {spec.model} on {spec.gpu}"
+    e = efficiency_for(spec.gpu)
+    if spec.tensor_parallel == 1 and e.gpu == spec.gpu and spec.model in e.models:
+        return "measured", f"roofline fitted to {e.source}"
+    tp = f"; TP {spec.tensor_parallel} over {get_gpu(spec.gpu).link}" if spec.tensor_parallel > 1 else ""
+    return "estimated", f"roofline of the {spec.gpu} spec sheet with the efficiency of {e.source}{tp}"
 
 
 @lru_cache(maxsize=8)
@@ -119,7 +155,7 @@ def engine_config(spec: RunSpec) -> EngineConfig:
     model, gpu = get_model(spec.model), get_gpu(spec.gpu)
     defaults = policy_defaults(spec.policy)
     return EngineConfig(
-        num_blocks=spec.num_blocks or kv_blocks(model, gpu, block_size=spec.block_size),
+        num_blocks=spec.num_blocks or kv_blocks(model, gpu, block_size=spec.block_size, tp=spec.tensor_parallel),
         token_budget=spec.token_budget or defaults["token_budget"],
         max_num_seqs=spec.max_num_seqs or defaults["max_num_seqs"],
         block_size=spec.block_size,
