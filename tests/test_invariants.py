@@ -76,6 +76,32 @@ def test_every_policy_keeps_the_invariants(rows, blocks, budget, seqs, limit):
             assert summary["median_ttft_ms"] <= summary["median_e2el_ms"] + 1e-9
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=requests_st,
+    blocks=st.integers(8, 200),
+    budget=st.sampled_from([64, 512, 2048]),
+    seqs=st.integers(1, 16),
+    limit=st.one_of(st.none(), st.floats(1, 20)),
+)
+def test_batches_run_without_asking_the_policy_are_those_it_would_plan(rows, blocks, budget, seqs, limit):
+    """`Policy.repeats` lets the engine run batches in bulk (`SimEngine._repeat`): every request's token times and
+    every row of the batch log are those of a run that asks the policy before each batch."""
+
+    def outcome(name: str, ask: bool) -> tuple:
+        reqs = [Request(i, a, p, d, "t", t) for i, (a, p, d, t) in enumerate(rows)]
+        policy = make_policy(name)
+        if ask:
+            policy.repeats = lambda view: False
+        cfg = EngineConfig(blocks, token_budget=budget, max_num_seqs=seqs, max_model_len=1024, time_limit=limit)
+        result = SimEngine(cfg, policy, PERF).run(reqs)
+        per_request = [(r.state, r.reason, r.preemptions, r.blocks, r.token_times) for r in result.requests]
+        return per_request, vars(result.batches), result.end_time
+
+    for name in POLICIES:
+        assert outcome(name, ask=False) == outcome(name, ask=True), name
+
+
 def test_requests_that_can_never_fit_are_rejected_not_dropped():
     _, result = simulate("sarathi", [(0, 900, 5, 0.5), (0, 10, 5, 0.5)], num_blocks=20, budget=512, seqs=4, limit=None)
     states = {r.id: (r.state, r.reason) for r in result.requests}

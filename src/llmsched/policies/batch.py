@@ -167,6 +167,11 @@ class BatchBuilder:
         self.plan.preempt.append(r)
 
 
+def admits_nothing(view: EngineView) -> bool:
+    """No waiting request can be admitted, whatever KV is free: none waits, or max_num_seqs requests run."""
+    return not view.waiting or len(view.running) >= view.max_num_seqs
+
+
 def newest_of(queue: deque[Req]) -> Callable[[BatchBuilder], Req | None]:
     """The preemption victim of vLLM and Sarathi-Serve: the newest running request not yet scheduled (taken off the
     end of `queue`)."""
@@ -179,7 +184,7 @@ def add_decodes_preempting(b: BatchBuilder, running: Sequence[Req]) -> None:
     is left but the decode itself, preempt it."""
     decodes = [r for r in running if r.is_decoding]
     bs = b.view.block_size
-    need = sum(needs_block(r, bs) for r in decodes)
+    need = sum(r.computed >= r.blocks * bs for r in decodes)  # needs_block, inlined: this runs every batch
     # The common case: everything fits, no preemption (with a block to spare, every decode saw one free)
     if len(decodes) <= b.room and need + b.decode_floor <= b.free:
         b.plan.decodes.extend(decodes)

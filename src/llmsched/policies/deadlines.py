@@ -73,6 +73,25 @@ class DeadlineQueue:
         self._heap, self._heaped = [], True
         return taken
 
+    def deadline_requests(self) -> list[Req]:
+        """The queued requests, in no particular order."""
+        if self._clean:
+            return self._order if not self._heaped else list(map(_request_of, self._heap))
+        return [e[3] for e in self._heap if self.deadline.get(e[2]) == e[0]]
+
+    def latest(self) -> float:
+        """The latest deadline of a queued request (-inf if none is queued)."""
+        return max(self.deadline.values(), default=-float("inf"))
+
+    def take_in_order(self) -> list[Req]:
+        """Every queued request in deadline order (the order `pop` gives), emptying the queue."""
+        if self._clean:
+            entries = sorted(self._heap)
+        else:
+            entries = sorted(e for e in self._heap if self.deadline.get(e[2]) == e[0])
+        self._heap, self._heaped = [], True
+        return list(map(_request_of, entries))
+
     def forget(self, rid: int) -> None:
         """The request left the queue for good (finished or preempted); its entry goes stale."""
         self.deadline.pop(rid, None)

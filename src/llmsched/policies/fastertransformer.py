@@ -20,3 +20,6 @@ class FasterTransformer(Policy):
         else:
             b.admit_waiting(view.waiting, whole=True)
         return b.plan
+
+    def repeats(self, view: EngineView) -> bool:
+        return True  # decodes only until the batch has finished, whatever waits

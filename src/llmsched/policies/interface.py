@@ -98,3 +98,20 @@ class Policy:
 
     def on_batch_done(self, view: EngineView, plan: Plan, start: float, end: float) -> None:
         """Called by the engine after each batch, with the view after the batch."""
+
+    def repeats(self, view: EngineView) -> bool:
+        """Would `schedule` plan, now and at each following batch until something changes, every running decode and,
+        in running order, a chunk of every prefill in progress as large as what the token budget leaves (Sarathi's
+        stall-free batching with nothing to admit), and nothing else? Asked after each batch. True lets an engine run
+        those batches without asking (`SimEngine._repeat`) for as long as no request arrives, finishes or completes
+        its prompt, the time limit is not reached, and every decode keeps a free KV block to spare beyond the one it
+        may take; it then reports them with one `on_batches_done`. The default, False, is always safe."""
+        return False
+
+    def on_batches_done(self, view: EngineView, plan: Plan, starts: Sequence[float], ends: Sequence[float]) -> None:
+        """Batches the engine ran without asking (`repeats`), in order; `plan` is the last one's and the view the one
+        after it. A policy that overrides `repeats` keeps its state as if `on_batch_done` had followed each."""
+        if type(self).on_batch_done is Policy.on_batch_done:
+            return  # keeps no state
+        for start, end in zip(starts, ends, strict=True):
+            self.on_batch_done(view, plan, start, end)

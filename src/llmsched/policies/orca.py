@@ -2,7 +2,7 @@
 newly admitted whole prompts (FCFS), capped by max_num_seqs; each request reserves max_model_len tokens
 of KV, so there is no preemption."""
 
-from llmsched.policies.batch import BatchBuilder, add_decodes_preempting
+from llmsched.policies.batch import BatchBuilder, add_decodes_preempting, admits_nothing
 from llmsched.policies.interface import EngineView, Policy
 from llmsched.policies.plan import Plan
 
@@ -18,3 +18,6 @@ class Orca(Policy):
         add_decodes_preempting(b, view.running)
         b.admit_waiting(view.waiting, whole=True)
         return b.plan
+
+    def repeats(self, view: EngineView) -> bool:
+        return admits_nothing(view)  # whole prompts: nothing in progress; every running decode again

@@ -11,7 +11,7 @@ The paper names two principles and proves RAD throughput-optimal; it publishes n
 When KV runs out the newest running request is preempted by recompute, as in the reference engines.
 """
 
-from llmsched.policies.batch import BatchBuilder, fill_decode_first
+from llmsched.policies.batch import BatchBuilder, admits_nothing, fill_decode_first
 from llmsched.policies.interface import EngineView, Policy
 from llmsched.policies.plan import Plan
 
@@ -30,3 +30,7 @@ class RAD(Policy):
     def schedule(self, view: EngineView) -> Plan:
         b = BatchBuilder(view, budget=min(self.tile, view.token_budget), sarathi_rules=self.sarathi_rules)
         return fill_decode_first(b, view, view.waiting)
+
+    def repeats(self, view: EngineView) -> bool:
+        # every running decode again; a prefill in progress fills the tile, not the token budget
+        return admits_nothing(view) and all(r.is_decoding for r in view.running)

@@ -18,11 +18,11 @@ for (docs/slai.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from llmsched.policies import order as orders
-from llmsched.policies.batch import BatchBuilder
+from llmsched.policies.batch import BatchBuilder, admits_nothing
 from llmsched.policies.deadlines import DeadlineQueue
 from llmsched.policies.interface import CacheKey, EngineView, OrderKey, Policy, Req
 from llmsched.policies.plan import Plan
@@ -120,6 +120,17 @@ class SLAI(Policy):
 
     def _critical_decodes(self, b: BatchBuilder, now: float) -> int:
         critical, q = 0, self.decodes
+        n = q.live()
+        if n and q.latest() <= now and n <= min(b.room, self.cfg.limit_total_decodes):
+            # Every decode is critical and, if KV has a block for each that needs one, all fit: the loop below
+            # would take them all in LST order, one pop at a time.
+            bs = b.view.block_size
+            need = sum(r.computed >= r.blocks * bs for r in q.deadline_requests())
+            if need + b.decode_floor <= b.free:
+                b.plan.decodes.extend(q.take_in_order())
+                b.tokens += n
+                b.free -= need
+                return n
         while q and b.room > 0 and critical < self.cfg.limit_total_decodes and q.head() <= now:
             r = q.pop()
             if r is not None and b.add_decode_preempting(r, self._victim):
@@ -150,6 +161,26 @@ class SLAI(Policy):
         from its paused list); None, and the decode itself goes."""
         busy = {p.id for p, _ in b.plan.prefills}
         return next((p for p in reversed(self.paused) if p.id not in b.preempted and p.id not in busy), None)
+
+    def repeats(self, view: EngineView) -> bool:
+        """With nothing paused or admissible, `schedule` takes every decode (`_take_all`) while they fit the budget,
+        beta and KV (the engine keeps a block to spare for each); their deadlines are then not read."""
+        n = len(view.running)
+        return (
+            not self.paused
+            and admits_nothing(view)
+            and n == self.decodes.live()
+            and n <= min(view.token_budget, self.cfg.limit_total_decodes)
+        )
+
+    def on_batches_done(self, view: EngineView, plan: Plan, starts: Sequence[float], ends: Sequence[float]) -> None:
+        """Every batch but the last only moves the mean batch duration: each requeue of a batch that took every
+        decode replaces the one before, and the offset is read from the view after the last."""
+        for start, end in zip(starts[:-1], ends[:-1], strict=True):
+            self.batches += 1
+            self.mean_batch += (end - start - self.mean_batch) / self.batches
+        self.decodes.take_all()  # as the last batch's `schedule` did
+        self.on_batch_done(view, plan, starts[-1], ends[-1])
 
     def on_batch_done(self, view: EngineView, plan: Plan, start: float, end: float) -> None:
         self.batches += 1

@@ -2,7 +2,7 @@
 prefill-only (whole prompts, FCFS, up to max_num_batched_tokens); otherwise all running requests decode,
 preempting the newest by recompute when KV runs out."""
 
-from llmsched.policies.batch import BatchBuilder, add_decodes_preempting
+from llmsched.policies.batch import BatchBuilder, add_decodes_preempting, admits_nothing
 from llmsched.policies.interface import EngineView, Policy
 from llmsched.policies.plan import Plan
 
@@ -19,3 +19,6 @@ class VLLMv0(Policy):
             return b.plan
         add_decodes_preempting(b, view.running)
         return b.plan
+
+    def repeats(self, view: EngineView) -> bool:
+        return admits_nothing(view)  # whole prompts: nothing in progress; every running decode again

@@ -4,7 +4,7 @@ out the newest running request is preempted by recompute."""
 
 from collections import deque
 
-from llmsched.policies.batch import BatchBuilder, newest_of
+from llmsched.policies.batch import BatchBuilder, admits_nothing, newest_of
 from llmsched.policies.interface import EngineView, Policy
 from llmsched.policies.plan import Plan
 
@@ -27,3 +27,7 @@ class VLLMv1(Policy):
         if not b.plan.preempt:  # vLLM v1 admits nothing new in a step that had to preempt
             b.admit_waiting(view.waiting)
         return b.plan
+
+    def repeats(self, view: EngineView) -> bool:
+        # every running decode again; a prefill in progress shares the budget in admission order, not after the decodes
+        return admits_nothing(view) and all(r.is_decoding for r in view.running)

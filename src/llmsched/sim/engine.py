@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from llmsched.perf.base import BatchShape, PerfModel
 from llmsched.policies.batch import blocks_for
@@ -28,6 +29,8 @@ from llmsched.sim.arrivals import Arrivals
 from llmsched.sim.kv_cache import PrefixCache
 from llmsched.workload.request import FINISHED, REJECTED, RUNNING, UNFINISHED, WAITING, Request
 from llmsched.workload.source import Workload
+
+_computed = attrgetter("computed")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class SimEngine:
         self.on_done: Callable[[Request, float], None] | None = None  # called when a request leaves
         self.enable_prefix_caching = cfg.enable_prefix_caching
         self.kv = PrefixCache(cfg.num_blocks, cfg.block_size) if cfg.enable_prefix_caching else None
+        # Bulk batches (a policy that would plan the same batch again) keep no prefix cache up to date.
+        self._repeats = None if cfg.enable_prefix_caching else getattr(policy, "repeats", None)
 
     # --- the view -------------------------------------------------------------------------------------
     @property
@@ -174,6 +179,11 @@ class SimEngine:
                 self._stalled = True  # nothing can run until the next arrival (or ever, if none comes)
                 return
             self.now = self._run_batch(plan, self.now)
+            while self.running and self._repeats is not None and self._repeats(self):
+                t = self._repeat(until)
+                if t == self.now:
+                    break
+                self.now = t
 
     def finish(self, requests: list[Request]) -> RunResult:
         """Close the run: requests still waiting or running are reported unfinished, with the reason."""
@@ -201,7 +211,7 @@ class SimEngine:
             sum(ctx for _, ctx in chunks) if chunks else 0,
             len(chunks),
             len(decodes),
-            sum(r.computed for r in decodes),
+            sum(map(_computed, decodes)),
         )
         end = start + self.perf.batch_time(shape) + self.cfg.batch_overhead_s
         finished = False
@@ -249,6 +259,114 @@ class SimEngine:
         self.clock = end
         self.policy.on_batch_done(self, plan, start, end)
         return end
+
+    def _repeat(self, until: float) -> float:
+        """Run the batches the policy would plan next without asking it: it said (`Policy.repeats`) that, until
+        something changes, it gives every running decode its token and continues every prefill in progress (in
+        running order) with a chunk of what the token budget leaves. Each batch runs if it starts before `until` and
+        the time limit and every decode has a free block to spare before it. Those in which no decode finishes and
+        no prompt completes run here in bulk, each the batch `_run_batch` would run (same shape, times, token stamps,
+        KV blocks and log row); the next one, which changes what runs after it, runs through `_run_batch`. Returns
+        the clock after them (unchanged if none ran)."""
+        decodes = [r for r in self.running if r.is_decoding]
+        n, bs, budget, limit = len(decodes), self.block_size, self.token_budget, self.cfg.time_limit
+        if n > budget:
+            return self.now
+        m = min((r.decode_len - r.generated for r in decodes), default=1 << 62) - 1
+        prefills = [[r, r.num_prompt - r.prefilled, r.computed] for r in self.running if not r.is_decoding]
+        alloc: dict[int, int] = {}  # batch -> KV blocks the decodes take in it (one when a decode's last is full)
+        for r in decodes:
+            j = r.blocks * bs - r.computed
+            while j < m:
+                alloc[j] = alloc.get(j, 0) + 1
+                j += bs
+        batch_time, extra, total = self.perf.batch_time, self.cfg.batch_overhead_s, self.total_blocks
+        ctx = sum(map(_computed, decodes))
+        free, t = self.free_blocks, self.now
+        starts: list[float] = []
+        ends: list[float] = []
+        used: list[int] = []
+        tokens: list[int] = []
+        counts: list[int] = []
+        chunks: list[tuple[int, int]] = []
+        last: list[tuple[int, int]] = []  # the chunks of the last batch run in bulk
+        edge = True  # the loop stopped at a batch that finishes a decode or completes a prompt
+        for j in range(max(m, 0)):
+            if t >= until or (limit is not None and t >= limit) or free <= n:
+                edge = False
+                break
+            room, chunks = budget - n, []
+            for p in prefills:
+                if room <= 0:
+                    break
+                c = min(p[1], room)
+                if c == p[1]:  # completes its prompt: the edge
+                    room = -1
+                    break
+                chunks.append((c, p[2]))
+                room -= c
+            if room < 0:
+                break
+            for p, (c, _) in zip(prefills, chunks, strict=False):
+                p[1] -= c
+                p[2] += c
+            free -= alloc.get(j, 0)
+            shape = BatchShape(  # as `_run_batch` builds it, term for term
+                sum(c for c, _ in chunks),
+                sum(c * (cx + (c + 1) / 2) for c, cx in chunks) if chunks else 0.0,
+                sum(cx for _, cx in chunks) if chunks else 0,
+                len(chunks),
+                n,
+                ctx,
+            )
+            end = t + batch_time(shape) + extra
+            starts.append(t)
+            ends.append(end)
+            used.append(total - free)
+            tokens.append(shape.prefill_tokens)
+            counts.append(len(chunks))
+            ctx += n
+            t = end
+            last = chunks
+        k = len(ends)
+        if k:
+            for r in decodes:
+                first = r.blocks * bs - r.computed
+                if first < k:
+                    r.blocks += 1 + (k - 1 - first) // bs
+                r.computed += k
+                r.generated += k
+                r.token_times.extend(ends)
+            for r, rem, computed in prefills:
+                r.prefilled = r.num_prompt - rem
+                r.computed = computed
+            self.free_blocks = free
+            log = self.log
+            log.start.extend(starts)
+            log.duration.extend(e - s for s, e in zip(starts, ends, strict=True))
+            log.prefill_tokens.extend(tokens)
+            log.prefills.extend(counts)
+            log.decodes.extend([n] * k)
+            log.kv_blocks_used.extend(used)
+            log.waiting.extend([len(self.queue)] * k)
+            log.running.extend([len(self.running)] * k)
+            log.preempted.extend([0] * k)
+            log.replica.extend([self.replica] * k)
+            self.clock = t
+            plan = Plan(prefills=[(p[0], c) for p, (c, _) in zip(prefills, last, strict=False)], decodes=decodes)
+            self.policy.on_batches_done(self, plan, starts, ends)
+        if not edge or t >= until or (limit is not None and t >= limit) or free <= n:
+            return t
+        plan = Plan(decodes=decodes)
+        room = budget - n
+        for p in prefills:
+            if room <= 0:
+                break
+            c = min(p[1], room)
+            plan.prefills.append((p[0], c))
+            room -= c
+        self.clock = t
+        return self._run_batch(plan, t)
 
     def _emit(self, r: Request, t: float) -> bool:
         r.generated += 1
