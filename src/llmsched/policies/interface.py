@@ -105,7 +105,9 @@ class Policy:
         stall-free batching with nothing to admit), and nothing else? Asked after each batch. True lets an engine run
         those batches without asking (`SimEngine._repeat`) for as long as no request arrives, finishes or completes
         its prompt, the time limit is not reached, and every decode keeps a free KV block to spare beyond the one it
-        may take; it then reports them with one `on_batches_done`. The default, False, is always safe."""
+        may take; it then reports them with one `on_batches_done`. While requests wait, the engine runs only batches
+        that the decodes and chunks fill to the budget this way (a policy admits nothing into a full batch). The
+        default, False, is always safe."""
         return False
 
     def on_batches_done(self, view: EngineView, plan: Plan, starts: Sequence[float], ends: Sequence[float]) -> None:

@@ -10,7 +10,7 @@
 from collections.abc import Iterable
 
 from llmsched.policies import order as orders
-from llmsched.policies.batch import BatchBuilder, admits_nothing, fill_decode_first
+from llmsched.policies.batch import BatchBuilder, fill_decode_first
 from llmsched.policies.interface import EngineView, Policy, Req
 from llmsched.policies.plan import Plan
 
@@ -41,4 +41,4 @@ class Sarathi(Policy):
         return fill_decode_first(BatchBuilder(view, sarathi_rules=rules), view, queue)
 
     def repeats(self, view: EngineView) -> bool:
-        return admits_nothing(view)  # stall-free batching keeps no state: decodes, then chunks of what is left
+        return True  # stall-free batching keeps no state: decodes, chunks of what is left, then admissions

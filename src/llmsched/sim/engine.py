@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, sub
 
 from llmsched.perf.base import BatchShape, PerfModel
 from llmsched.policies.batch import blocks_for
@@ -30,7 +30,8 @@ from llmsched.sim.kv_cache import PrefixCache
 from llmsched.workload.request import FINISHED, REJECTED, RUNNING, UNFINISHED, WAITING, Request
 from llmsched.workload.source import Workload
 
-_computed = attrgetter("computed")
+_computed, _blocks = attrgetter("computed"), attrgetter("blocks")
+_decode_len, _generated = attrgetter("decode_len"), attrgetter("generated")
 
 
 @dataclass(frozen=True)
@@ -266,23 +267,26 @@ class SimEngine:
         running order) with a chunk of what the token budget leaves. Each batch runs if it starts before `until` and
         the time limit and every decode has a free block to spare before it. Those in which no decode finishes and
         no prompt completes run here in bulk, each the batch `_run_batch` would run (same shape, times, token stamps,
-        KV blocks and log row); the next one, which changes what runs after it, runs through `_run_batch`. Returns
+        KV blocks and log row); the next one, which changes what runs after it, runs through `_run_batch`. While
+        requests wait, only batches that the decodes and chunks fill run so (one with room would admit). Returns
         the clock after them (unchanged if none ran)."""
         decodes = [r for r in self.running if r.is_decoding]
         n, bs, budget, limit = len(decodes), self.block_size, self.token_budget, self.cfg.time_limit
         if n > budget:
             return self.now
-        m = min((r.decode_len - r.generated for r in decodes), default=1 << 62) - 1
+        m = min(map(sub, map(_decode_len, decodes), map(_generated, decodes)), default=1 << 62) - 1
         prefills = [[r, r.num_prompt - r.prefilled, r.computed] for r in self.running if not r.is_decoding]
-        alloc: dict[int, int] = {}  # batch -> KV blocks the decodes take in it (one when a decode's last is full)
-        for r in decodes:
-            j = r.blocks * bs - r.computed
+        # The batch (from 0) in which each decode first takes a block: when every block it holds is full.
+        firsts = [b * bs - c for b, c in zip(map(_blocks, decodes), map(_computed, decodes), strict=True)]
+        alloc: dict[int, int] = {}  # batch -> KV blocks the decodes take in it
+        for j in firsts:
             while j < m:
                 alloc[j] = alloc.get(j, 0) + 1
                 j += bs
         batch_time, extra, total = self.perf.batch_time, self.cfg.batch_overhead_s, self.total_blocks
         ctx = sum(map(_computed, decodes))
         free, t = self.free_blocks, self.now
+        waiting = bool(self.queue.fcfs)
         starts: list[float] = []
         ends: list[float] = []
         used: list[int] = []
@@ -307,6 +311,9 @@ class SimEngine:
                 room -= c
             if room < 0:
                 break
+            if waiting and room > 0:  # a batch with room left would admit what waits
+                edge = False
+                break
             for p, (c, _) in zip(prefills, chunks, strict=False):
                 p[1] -= c
                 p[2] += c
@@ -330,8 +337,7 @@ class SimEngine:
             last = chunks
         k = len(ends)
         if k:
-            for r in decodes:
-                first = r.blocks * bs - r.computed
+            for r, first in zip(decodes, firsts, strict=True):
                 if first < k:
                     r.blocks += 1 + (k - 1 - first) // bs
                 r.computed += k
@@ -355,7 +361,7 @@ class SimEngine:
             self.clock = t
             plan = Plan(prefills=[(p[0], c) for p, (c, _) in zip(prefills, last, strict=False)], decodes=decodes)
             self.policy.on_batches_done(self, plan, starts, ends)
-        if not edge or t >= until or (limit is not None and t >= limit) or free <= n:
+        if not edge or waiting or t >= until or (limit is not None and t >= limit) or free <= n:
             return t
         plan = Plan(decodes=decodes)
         room = budget - n
