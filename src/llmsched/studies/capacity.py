@@ -15,7 +15,7 @@ results that the path does not take are dropped. Runs execute on a process pool 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
@@ -116,15 +116,18 @@ def search(
     max_rounds: int = 12,
     on_round: Callable[[list[Search]], None] | None = None,
     progress: bool = True,
+    brackets: Sequence[tuple[float, float]] | None = None,
 ) -> list[Search]:
+    """`brackets`: per spec, (a rate known to pass or 0, the first top to try) instead of (0, start_qps)."""
     if not start_qps > 0 or not 0 < granularity < 1:
         raise UserError("--start-qps must be positive and --granularity within (0, 1)")
     if max_rounds < 1:
         raise UserError(f"--max-rounds is {max_rounds}, expected at least 1")
     searches = []
-    for spec in specs:
+    for i, spec in enumerate(specs):
         validate(spec)
-        searches.append(Search(spec.policy, spec, Bracket(0.0, min(start_qps, max_qps))))
+        lo, hi = brackets[i] if brackets is not None else (0.0, min(start_qps, max_qps))
+        searches.append(Search(spec.policy, spec, Bracket(lo, hi)))
     rules = (granularity, max_qps, max_rounds)
     # closed however the search ends: a bar closed by the garbage collector prints after Ctrl-C's last line
     with tqdm(desc="capacity runs", unit="run", disable=not progress, leave=False) as bar:
