@@ -82,6 +82,31 @@ BAD = [
     (["bench-engine", "--model", "m", "--qps", "0"], "Invalid value for '--qps'"),
     (["bench-engine", "--model", "m", "--qps", "1", "--policies", "slai,zzz"], "'zzz' is not one of vllm-default"),
     (["model", "tiny", "/proc/x"], "Invalid value for 'OUT': cannot write in folder /proc/x"),
+    # plan
+    (["plan"], "Missing option '--qps'"),
+    (["plan", "--qps", "0"], "Invalid value for '--qps': 0.0 is not in the range x>0"),
+    (["plan", "--qps", "1", "--gpus", "h100:2"], "Invalid value for '--gpus': 'h100' is not a GPU"),
+    (["plan", "--qps", "1", "--gpus", "l40s:abc"], "price of l40s is 'abc', expected a positive USD per GPU-hour"),
+    (["plan", "--qps", "1", "--gpus", "l40s:-1"], "price of l40s is '-1', expected a positive USD per GPU-hour"),
+    (["plan", "--qps", "1", "--gpus", "l40s:0"], "price of l40s is '0', expected a positive USD per GPU-hour"),
+    (["plan", "--qps", "1", "--gpus", "l40s,l40s"], "names l40s twice"),
+    (["plan", "--qps", "1", "--model", "gpt-9"], "Invalid value for '--model': 'gpt-9' is not one of mistral-7b"),
+    (["plan", "--qps", "1", "--model", "llama-3.1-8b,llama-3.1-8b"], "names one twice"),
+    (["plan", "--qps", "1", "--slo", "ttft<1"], "--slo: 'ttft<1' should look like"),
+    (["plan", "--qps", "1", "--max-gpus", "0"], "Invalid value for '--max-gpus': 0 is not in the range x>=1"),
+    (["plan", "--qps", "1", "--tp", "1,16"], "Invalid value for '--tp': 16 is out of range, expected 1 to 8"),
+    (["plan", "--qps", "1", "--tp", "two"], "Invalid value for '--tp': 'two' is not comma-separated integers"),
+    (["plan", "--qps", "1", "--routers", "jsq,zzz"], "Invalid value for '--routers': 'zzz' is not one of"),
+    (["plan", "--qps", "1", "--policies", "slai,zzz"], "Invalid value for '--policies': 'zzz' is not one of"),
+    (["plan", "--qps", "1", "--token-budgets", "0"], "Invalid value for '--token-budgets': 0 is out of range"),
+    (["plan", "--qps", "1", "--frontier-cost", "0.5"], "Invalid value for '--frontier-cost'"),
+    (["plan", "--qps", "1", "--short-requests", "2000"], "--short-requests 2000 is not below --num-requests 2000"),
+    (["plan", "--qps", "1", "--ray-address", "auto"], "--ray-address applies only with --backend ray"),
+    (["plan", "--qps", "1", "--out", "/proc/x"], "Invalid value for '--out': cannot write in folder /proc/x"),
+    (
+        ["plan", "--qps", "1", "--model", "llama-3.1-70b", "--gpus", "a10g", "--max-gpus", "2"],
+        "no configuration of the space fits: llama-3.1-70b on 1 x a10g: model llama-3.1-70b does not fit",
+    ),
 ]
 
 

@@ -112,8 +112,34 @@ class NameList(click.ParamType):
         return names
 
 
+class IntList(click.ParamType):
+    """Comma-separated integers within [lo, hi], none twice."""
+
+    name = "integers"
+
+    def __init__(self, lo: int = 1, hi: int | None = None) -> None:
+        self.lo, self.hi = lo, hi
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[int]:
+        if isinstance(value, list):
+            return value
+        try:
+            values = [int(x) for x in str(value).split(",")]
+        except ValueError:
+            self.fail(f"{value!r} is not comma-separated integers", param, ctx)
+        for v in values:
+            if v < self.lo or (self.hi is not None and v > self.hi):
+                top = "" if self.hi is None else f" to {self.hi}"
+                self.fail(f"{v} is out of range, expected {self.lo}{top}", param, ctx)
+        if len(set(values)) != len(values):
+            self.fail(f"{value!r} names a value twice", param, ctx)
+        return values
+
+
 MODEL = ModelName()
 POLICY_LIST = NameList(list(POLICIES))
+ROUTER_LIST = NameList(list(ROUTERS))
+CATALOG_MODEL_LIST = NameList(list(MODELS))
 
 
 def given(flag: str) -> bool:

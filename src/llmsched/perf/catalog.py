@@ -46,7 +46,8 @@ class Price:
     source: str
 
     def __str__(self) -> str:
-        return f"${self.usd_per_hour:g}/GPU-h ({self.offer}, {self.date}, {self.source})"
+        where = ", ".join(x for x in (self.offer, self.date, self.source) if x)
+        return f"${self.usd_per_hour:g}/GPU-h ({where})"
 
 
 PRICES: dict[str, Price] = {
@@ -77,6 +78,16 @@ MODELS: dict[str, ModelSpec] = {
     "mixtral-8x7b": ModelSpec(
         "mixtral-8x7b", 32, 4096, 32, 8, 128, 14336, 32000, 32768, experts=8, experts_per_token=2
     ),
+}
+
+# The Hugging Face repositories the models' shapes come from (what a deployment serves).
+HF_REPOS: dict[str, str] = {
+    "mistral-7b": "mistralai/Mistral-7B-Instruct-v0.2",
+    "llama-3-8b": "meta-llama/Meta-Llama-3-8B",
+    "llama-3.1-8b": "meta-llama/Llama-3.1-8B",
+    "llama-3.1-70b": "meta-llama/Llama-3.1-70B",
+    "qwen2.5-32b": "Qwen/Qwen2.5-32B",
+    "mixtral-8x7b": "mistralai/Mixtral-8x7B-v0.1",
 }
 
 GPU_MEMORY_UTILIZATION = 0.9
