@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -66,8 +67,19 @@ def trace_path(trace: str | Path | None) -> Path:
 
 def load_trace(trace: str | Path | None) -> list[TraceRow]:
     """Read and validate a trace: a built-in one by name (None: the paper's), or a CSV file. Rows longer than a
-    model's context are kept: the requests built from them are rejected one by one (`build_requests`)."""
+    model's context are kept: the requests built from them are rejected one by one (`build_requests`). A file is
+    parsed once per process while its size and modification time stay the same (a capacity search or a plan
+    builds its workload for every run, and parsing the paper's trace took a quarter of a run's time)."""
     path = trace_path(trace)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read trace ({e.strerror or e})") from None
+    return list(_parse(path, st.st_mtime_ns, st.st_size))
+
+
+@lru_cache(maxsize=8)
+def _parse(path: Path, mtime_ns: int, size: int) -> tuple[TraceRow, ...]:
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
@@ -85,7 +97,7 @@ def load_trace(trace: str | Path | None) -> list[TraceRow]:
         raise UserError(f"{path}: not a text CSV file") from None
     if not rows:
         raise UserError(f"{path}: no requests after the header")
-    return rows
+    return tuple(rows)
 
 
 def _row(path: Path, line: int, rec: dict, has_arrival: bool) -> TraceRow:
