@@ -21,11 +21,11 @@ from llmsched.studies.plan import (
     parse_gpus,
     replica_bound,
 )
-from llmsched.studies.slo import TRUSTED_SLO, parse_slo
+from llmsched.studies.slo import PAPER_SLO, parse_slo
 from llmsched.studies.spec import RunSpec
 from llmsched.workload import WorkloadConfig
 
-SLO = parse_slo(TRUSTED_SLO)
+SLO = parse_slo(PAPER_SLO)
 MODEL, GPU = "llama-3.1-8b", "l40s"
 
 

@@ -15,7 +15,8 @@ frontier around it. docs/plan.md describes the search; in short:
 
 The runs made and every verdict depend only on the runs' results, never on the number of workers: the walks take
 `lookahead` candidates at a time (a fixed number, however many workers run them), a result that the walk one at a
-time would not have made is dropped from the plan, and each capacity search bisects (one run per round).
+time would not have made is dropped from the plan, and capacity searches decide on rates independently of the workers
+(`studies/capacity.py`).
 """
 
 from __future__ import annotations
@@ -345,7 +346,7 @@ class _Walk:
         specs = [e.config.spec(self.base) for e in batch]
         brackets = [(low, max(e.bound, low * 1.05, 1e-3)) for e, low in zip(batch, los, strict=True)]
         searches = search(specs, self.slo, self.executor, brackets=brackets, granularity=self.granularity,
-                          progress=self.progress, points_per_round=1)  # fmt: skip
+                          progress=self.progress)  # fmt: skip
         for e, s, low in zip(batch, searches, los, strict=True):
             e.capacity = max(s.capacity, low)
             e.capacity_runs = len(s.points)
