@@ -1,9 +1,10 @@
 """Deadline-sized batching: batches within their time budget, SRPT order, the starvation bounds, the TBT tiers."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import views
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -97,21 +98,11 @@ def test_tiers_hold_when_the_model_is_8_percent_optimistic():
 
 
 @dataclass
-class View:
+class View(views.View):
     clock: float = 10.0
-    waiting: list = field(default_factory=list)
-    running: list = field(default_factory=list)
     free_blocks: int = 10000
     total_blocks: int = 10000
-    block_size: int = 16
-    watermark_blocks: int = 0
     token_budget: int = 1000
-    max_num_seqs: int = 128
-    max_model_len: int = 8192
-    enable_prefix_caching: bool = False
-
-    def waiting_by(self, key):
-        return sorted(self.waiting, key=lambda r: (*key(r), r.id))
 
 
 def paused(i, prompt, done, priority=1, arrival=0.0):

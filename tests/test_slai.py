@@ -1,32 +1,13 @@
 """SLAI's rules on hand-built scenarios (reference section 3)."""
 
-from dataclasses import dataclass, field
-
 import pytest
+from views import View
 
 from llmsched.policies import make_policy, order
 from llmsched.policies.plan import Plan
 from llmsched.policies.slai import SLAI
 from llmsched.workload import Request
 from llmsched.workload.request import RUNNING
-
-
-@dataclass
-class View:
-    clock: float = 0.0
-    waiting: list = field(default_factory=list)
-    running: list = field(default_factory=list)
-    free_blocks: int = 1000
-    total_blocks: int = 1000
-    block_size: int = 16
-    watermark_blocks: int = 0
-    token_budget: int = 512
-    max_num_seqs: int = 128
-    max_model_len: int = 8192
-    enable_prefix_caching: bool = False
-
-    def waiting_by(self, key):
-        return sorted(self.waiting, key=lambda r: (*key(r), r.id))
 
 
 def decoding(i, tbt=0.5, prompt=32, priority=1):
