@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from llmsched.perf.base import BatchShape, PerfModel
 from llmsched.policies.batch import BatchBuilder
-from llmsched.policies.deadlines import DeadlineQueue
+from llmsched.policies.deadlines import DeadlineQueue, kv_offset
 from llmsched.policies.interface import EngineView, Policy, Req
 from llmsched.policies.plan import Plan
 
@@ -328,8 +328,7 @@ class DeadlineSized(Policy):
                 self.paused.remove(r)
         c = self.cfg
         if not c.fixed_offset:
-            used = 1 - view.free_blocks / view.total_blocks
-            self.offset = c.above_memory_limit_offset if used >= c.memory_limit else c.below_memory_limit_offset
+            self.offset = kv_offset(view, c.memory_limit, c.below_memory_limit_offset, c.above_memory_limit_offset)
         early = self.offset * self.mean_batch
         requeue = []
         for r, _ in plan.prefills:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 from operator import itemgetter
 
+from llmsched.policies.interface import EngineView
 from llmsched.policies.plan import Req
 
 Entry = tuple[float, float, int, Req]  # (deadline, arrival, request id, request): heap order
@@ -113,3 +114,10 @@ class DeadlineQueue:
         if not self._heaped:
             heapq.heapify(self._heap)
             self._heaped = True
+
+
+def kv_offset(view: EngineView, memory_limit: float, below: float, above: float) -> float:
+    """SLAI's LST offset, in mean batch durations: `above` once the share of KV blocks in use reaches
+    `memory_limit`, else `below`."""
+    used = 1 - view.free_blocks / view.total_blocks
+    return above if used >= memory_limit else below

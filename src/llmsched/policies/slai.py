@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from llmsched.policies import order as orders
 from llmsched.policies.batch import BatchBuilder, admits_nothing
-from llmsched.policies.deadlines import DeadlineQueue
+from llmsched.policies.deadlines import DeadlineQueue, kv_offset
 from llmsched.policies.interface import CacheKey, EngineView, OrderKey, Policy, Req
 from llmsched.policies.plan import Plan
 
@@ -190,9 +190,9 @@ class SLAI(Policy):
             if r in self.paused:
                 self.paused.remove(r)
         if not self.cfg.fixed_offset:
-            used = 1 - view.free_blocks / view.total_blocks
-            c = self.cfg
-            self.offset = c.above_memory_limit_offset if used >= c.memory_limit else c.below_memory_limit_offset
+            self.offset = kv_offset(
+                view, self.cfg.memory_limit, self.cfg.below_memory_limit_offset, self.cfg.above_memory_limit_offset
+            )
         early = self.offset * self.mean_batch
         requeue = []
         for r, _ in plan.prefills:
