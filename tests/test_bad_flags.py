@@ -30,7 +30,8 @@ BAD = [
     (["simulate", "--rate-scale", "0"], "Invalid value for '--rate-scale': 0.0 is not in the range x>0"),
     (["simulate", "--think-time", "-1"], "Invalid value for '--think-time'"),
     (["simulate", "--num-sessions", "0"], "Invalid value for '--num-sessions'"),
-    (["simulate", "--system-prompts", "4:500"], "--system-prompts is '4:500', expected K:L:FRACTION"),
+    (["simulate", "--system-prompts", "4:500"], "Invalid value for '--system-prompts': '4:500', expected K:L:FRACTION"),
+    (["simulate", "--system-prompts", "0:500:0.5"], "'--system-prompts': '0:500:0.5', expected K >= 1"),
     (["simulate", "--order", "lpm", "--policy", "slai"], "--order applies only with --policy sarathi"),
     # simulate: flags that mean nothing without another
     (["simulate", "--router", "jsq"], "--router applies only with --replicas"),

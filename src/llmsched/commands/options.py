@@ -20,6 +20,7 @@ from llmsched.studies.executor import BACKENDS
 from llmsched.studies.spec import RunSpec
 from llmsched.workload import WorkloadConfig
 from llmsched.workload.arrivals import ARRIVALS
+from llmsched.workload.system_prompts import system_prompts_problem
 
 
 def writable_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -88,6 +89,18 @@ class ModelName(click.ParamType):
                 self.fail(str(e), param, ctx)  # a model directory whose config.json is unusable
             self.fail(f"{value!r} is not one of {', '.join(MODELS)}, nor a model directory (config.json)", param, ctx)
         return value
+
+
+class SystemPromptsSpec(click.ParamType):
+    """K:L:FRACTION (`workload.system_prompts`), kept as the text the workload config takes."""
+
+    name = "K:L:FRACTION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        problem = system_prompts_problem(str(value))
+        if problem is not None:
+            self.fail(f"{value!r}, {problem}", param, ctx)
+        return str(value)
 
 
 class NameList(click.ParamType):
@@ -225,7 +238,7 @@ def workload_options(f: Callable) -> Callable:
         ),
         click.option(
             "--system-prompts",
-            type=str,
+            type=SystemPromptsSpec(),
             default=None,
             help="K:L:FRACTION: K shared system prompts of L tokens; each request (each session) starts with one "
             "of them with probability FRACTION.",

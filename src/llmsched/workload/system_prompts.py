@@ -23,21 +23,28 @@ class SystemPromptSpec:
     share: float  # of requests (of sessions)
 
 
-def parse_system_prompts(text: str | None) -> SystemPromptSpec | None:
-    if not text:
-        return None
+def system_prompts_problem(text: str) -> str | None:
+    """What is wrong with a K:L:FRACTION value ("expected ..."), None if nothing."""
     fields = text.split(":")
     try:
         count, length, share = int(fields[0]), int(fields[1]), float(fields[2])
         if len(fields) != 3:
             raise ValueError
     except (ValueError, IndexError):
-        raise UserError(f"--system-prompts is {text!r}, expected K:L:FRACTION (e.g. 4:1000:0.5)") from None
+        return "expected K:L:FRACTION (e.g. 4:1000:0.5)"
     if count < 1 or length < 1 or not 0 < share <= 1:
-        raise UserError(
-            f"--system-prompts is {text!r}, expected K >= 1 prompts of L >= 1 tokens for a FRACTION in (0, 1]"
-        )
-    return SystemPromptSpec(count, length, share)
+        return "expected K >= 1 prompts of L >= 1 tokens for a FRACTION in (0, 1]"
+    return None
+
+
+def parse_system_prompts(text: str | None) -> SystemPromptSpec | None:
+    if not text:
+        return None
+    problem = system_prompts_problem(text)
+    if problem is not None:
+        raise UserError(f"--system-prompts is {text!r}, {problem}")
+    count, length, share = text.split(":")
+    return SystemPromptSpec(int(count), int(length), float(share))
 
 
 class SystemPrompts:
