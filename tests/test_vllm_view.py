@@ -48,30 +48,40 @@ def test_vllm_request_priority_replaces_the_tiers_under_priority_scheduling_and_
 
 
 class _Cache:
-    """A prefix cache holding `hit` tokens of every prompt, `held` of its blocks held by running requests."""
+    """A prefix cache holding `hit` tokens of every prompt, `held` of its blocks held by running requests; every
+    running request holds `exclusive` blocks no other request holds."""
 
-    def __init__(self, hit, held):
-        self.hit, self.held, self.asked = hit, held, 0
+    def __init__(self, hit, held, exclusive=0):
+        self.hit, self.held, self.exclusive, self.asked = hit, held, exclusive, 0
 
     def lookup(self, req):
         self.asked += 1
         return self.hit, self.held
 
+    def exclusive_blocks(self, req):
+        return self.exclusive
+
 
 def test_a_waiting_request_shows_its_cached_prefix_and_plans_only_the_rest():
-    cache = _Cache(hit=256, held=1)  # 2 blocks of 128 cached, one of them held by a running request
-    waiting = RequestView(_req(300, 0, 0, "WAITING"), 0, TIERS, 128, cache)
-    assert waiting.num_prompt == 300 and waiting.prompt_len == 300  # order keys: no lookup, never moving
+    from llmsched.policies import make_policy
+
+    cache = _Cache(hit=256, held=1, exclusive=1)  # 2 blocks of 128 cached, one of them held by a running request
+    waiting = RequestView(_req(300, 0, 0, "WAITING"), 0, TIERS, 128)
+    running = RequestView(_req(300, 256 + 32, 0), 1, TIERS, 128)
+    view = VLLMView(0.0, [running], [waiting], 10, 20, 128, 0.0, 512, 8, 2048, cache=cache)
+    assert view.enable_prefix_caching
+    assert waiting.num_prompt == 300 and waiting.remaining_prefill == 300  # order keys: no lookup, never moving
     assert cache.asked == 0  # nothing is looked up until a policy asks
-    assert waiting.cached_prefix == 256 and waiting.remaining_prefill == 44  # vLLM computes the rest
-    assert waiting.cached_blocks_held == 1
-    # a request holding KV has no lookup: its progress is vLLM's
-    running = RequestView(_req(300, 256 + 32, 0), 1, TIERS, 128, cache)
+    assert view.prefix_hit(waiting) == (256, 1) and view.cached_prefix(waiting) == 256
+    # a request holding KV has no lookup: its progress is vLLM's; preempting it frees its own block and the one
+    # block of its prompt it is still owed
     asked = cache.asked
-    assert running.cached_prefix == running.cached_blocks_held == 0
-    assert running.remaining_prefill == 12 and running.num_prompt == 300
-    assert cache.asked == asked
-    assert RequestView(_req(300, 0, 0, "WAITING"), 2, TIERS, 128).remaining_prefill == 300  # caching off
+    assert view.cached_prefix(running) == 0 and cache.asked == asked
+    assert running.remaining_prefill == 12 and view.exclusive_blocks(running) == 1 + 0
+    plan = make_policy("sarathi").schedule(view)
+    assert [(w, n) for w, n in plan.prefills if w is waiting] == [(waiting, 44)]  # vLLM computes the rest
+    off = VLLMView(0.0, [running], [waiting], 10, 20, 128, 0.0, 512, 8, 2048)
+    assert not off.enable_prefix_caching and off.exclusive_blocks(running) == running.blocks  # caching off
 
 
 def test_a_request_decodes_once_its_prompt_is_scheduled_output_in_flight_or_not():

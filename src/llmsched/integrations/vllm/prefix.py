@@ -39,6 +39,12 @@ class PrefixLookup:
             hit = self._memo[req.request_id] = self._find(req)
         return hit
 
+    def exclusive_blocks(self, req: Any) -> int:
+        """Blocks `req` holds that no other request holds (reference count 1): what preempting it returns to vLLM's
+        free pool (a cached block no request holds counts as free there)."""
+        managers = self._km.coordinator.single_type_managers
+        return sum(b.ref_cnt == 1 and not b.is_null for m in managers for b in m.req_to_blocks.get(req.request_id, ()))
+
     def _find(self, req: Any) -> tuple[int, int]:
         km = self._km
         if not req.block_hashes or not km.prefix_cache_lookup_enabled(req):

@@ -183,7 +183,7 @@ class PolicyScheduler(Scheduler):
     def _wrap(self, req: Any) -> RequestView:
         w = self._views.get(req.request_id)
         if w is None or w.req is not req:
-            w = RequestView(req, self._seq, self.tiers, self.block_size, self._lookup, self._by_priority)
+            w = RequestView(req, self._seq, self.tiers, self.block_size, self._by_priority)
             self._seq += 1
             self._views[req.request_id] = w
         return w
@@ -271,6 +271,7 @@ class PolicyScheduler(Scheduler):
                 max_model_len=self.max_model_len,
                 by=self._queue.by,
                 prefilling=self._prefilling.values(),
+                cache=self._lookup,
             )
             return self._engine_view
         return self._engine_view.at(clock, running, waiting, free, self._prefilling.values())

@@ -8,13 +8,14 @@ Differences from the simulated engine, by design (named in docs/vllm.md and the 
 - Admission watermark: the view applies the plugin's (1% of the pool by default, as the simulator), or vLLM's
   `--watermark` when that is larger (vLLM's default is 0), so that both engines admit alike and vLLM never refuses
   a planned admission.
-- Prefix caching (vLLM's automatic prefix caching, when the engine has it on): a request holding no KV shows
-  `cached_prefix`, the tokens vLLM would take from its cache if it were admitted now (whole blocks, at most all
-  tokens but the last: vLLM recomputes that one for its logits), and its `remaining_prefill` is the rest, what
-  vLLM schedules for it. Admission still charges the whole prompt's blocks (`num_prompt` is an order key and must
-  not move while the request waits), though cached blocks that running requests hold cost vLLM none
-  (`cached_blocks_held`): conservative, vLLM never lacks a block the plan counted on. The lookup is made only for
-  the requests a policy considers for admission, once per step.
+- Prefix caching (vLLM's automatic prefix caching, when the engine has it on): the view is the interface's cache-aware
+  view (`enable_prefix_caching`). `prefix_hit(r)` is what vLLM would take from its cache if a waiting request were
+  admitted now (its own lookup, `prefix.PrefixLookup`: whole blocks, at most all tokens but the last, and the hit
+  blocks running requests hold), so `BatchBuilder` plans the first chunk after the hit and charges admission as vLLM
+  does; `waiting_by_cache` ranks the waiting queue by it (`spf-uncached`, `lpm`); `exclusive_blocks(r)` is what
+  preempting a running request gives back (its blocks no other request holds, and the blocks it is still owed). The
+  lookup is made only for the requests a policy asks about, once per step. As in the simulator, a waiting request's
+  own `remaining_prefill` is its whole prompt until admission.
 - Block size is vLLM's (128 tokens on the CPU backend, 16 on GPUs).
 - The clock is `time.monotonic()`; arrival times are vLLM's (`time.time()` based), used only for ordering.
 """
@@ -28,7 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from llmsched.policies.batch import blocks_for
-from llmsched.policies.interface import OrderKey
+from llmsched.policies.interface import NO_HIT, CacheKey, OrderKey, PrefixHit
+from llmsched.policies.order import sorted_by_cache
 from llmsched.workload.tiers import DEFAULT_TBT, SLOTier, parse_tiers
 
 log = logging.getLogger("llmsched.vllm")
@@ -97,6 +99,10 @@ class PrefixLookup(Protocol):
         """(tokens vLLM would reuse if `req` were admitted now, how many of those blocks running requests hold)."""
         ...
 
+    def exclusive_blocks(self, req: Any) -> int:
+        """Blocks `req` holds that no other request holds."""
+        ...
+
 
 class RequestView:
     """One vLLM `Request` seen through the attributes `policies.interface` names. One object per request for its
@@ -108,20 +114,10 @@ class RequestView:
     recompute) is scheduled: its next step computes one token, whether its last chunk's output is still in
     flight (async scheduling: an output placeholder) or not."""
 
-    __slots__ = ("req", "id", "arrival", "prompt_len", "tier", "tbt", "priority", "block_size", "is_decoding",
-                 "_cache")  # fmt: skip
+    __slots__ = ("req", "id", "arrival", "prompt_len", "tier", "tbt", "priority", "block_size", "is_decoding")
 
-    def __init__(
-        self,
-        req: Any,
-        seq: int,
-        tiers: TierTable,
-        block_size: int,
-        cache: PrefixLookup | None = None,
-        request_priority: bool = False,
-    ) -> None:
-        """`cache`: the engine's prefix cache (None: caching off); `request_priority`: take vLLM's request
-        priority as the tier's (the engine schedules by priority)."""
+    def __init__(self, req: Any, seq: int, tiers: TierTable, block_size: int, request_priority: bool = False) -> None:
+        """`request_priority`: take vLLM's request priority as the tier's (the engine schedules by priority)."""
         self.req = req
         self.id = seq  # an int in arrival order: policies compare ids in heap and sort keys
         self.arrival = req.arrival_time
@@ -130,7 +126,6 @@ class RequestView:
         extra = params.extra_args if params is not None else None
         self.tier, self.tbt, self.priority = tiers.resolve(extra, req.priority if request_priority else None)
         self.block_size = block_size
-        self._cache = cache
         self.refresh()
 
     def refresh(self) -> None:
@@ -151,30 +146,10 @@ class RequestView:
         return self.req.num_output_tokens
 
     @property
-    def cached_prefix(self) -> int:
-        """Tokens vLLM would take from its prefix cache if this request were admitted now (0 for a request
-        holding KV, or with prefix caching off). An estimate until admission: blocks no request holds may be
-        evicted by then."""
-        if self._cache is None or self.req.num_computed_tokens:
-            return 0
-        return self._cache.lookup(self.req)[0]
-
-    @property
     def num_prompt(self) -> int:
         """Tokens to prefill: the prompt, plus the tokens generated before a preemption (recompute). Fixed while the
-        request waits (shortest-prompt-first orders sort on it), so its cached prefix is not taken off: admission
-        charges the whole prompt's blocks (see `cached_blocks_held`)."""
+        request waits (shortest-prompt-first orders sort on it)."""
         return self.req.num_computed_tokens if self.is_decoding else self.req.num_tokens
-
-    @property
-    def cached_blocks_held(self) -> int:
-        """Blocks of `cached_prefix` that running requests hold: admitting this request now takes that many fewer
-        blocks from vLLM's free pool than its prompt has (a cached block no one holds counts as free in vLLM and is
-        taken out of the free pool when reused). `BatchBuilder` does not read it yet: its admission cost is the
-        whole prompt's blocks, which never asks vLLM for more than it has."""
-        if self._cache is None or self.req.num_computed_tokens:
-            return 0
-        return self._cache.lookup(self.req)[1]
 
     @property
     def prefilled(self) -> int:
@@ -182,13 +157,8 @@ class RequestView:
 
     @property
     def remaining_prefill(self) -> int:
-        """Tokens vLLM schedules to finish the prefill: for a request holding no KV, all but the cached prefix."""
-        if self.is_decoding:
-            return 0
-        r = self.req
-        if self._cache is not None and not r.num_computed_tokens:
-            return r.num_tokens - self._cache.lookup(r)[0]
-        return self._left
+        """Tokens left to prefill (a waiting request's cached prefix included: the view's `prefix_hit` has it)."""
+        return 0 if self.is_decoding else self._left
 
     @property
     def held_blocks(self) -> int:
@@ -244,10 +214,9 @@ class VLLMView:
     """An `EngineView` over a vLLM scheduler. The scheduler keeps one and moves it to each step with `at()`
     (the simulated engine is likewise one long-lived view of itself): the limits are set once."""
 
-    enable_prefix_caching = False  # the engine is built without vLLM's prefix caching (engine.engine_args)
-
     __slots__ = ("clock", "running", "waiting", "free_blocks", "total_blocks", "block_size", "watermark_blocks",
-                 "token_budget", "max_num_seqs", "max_model_len", "_by", "_sorted")  # fmt: skip
+                 "token_budget", "max_num_seqs", "max_model_len", "_by", "_sorted", "_cache",
+                 "enable_prefix_caching")  # fmt: skip
 
     def __init__(
         self,
@@ -263,7 +232,11 @@ class VLLMView:
         max_model_len: int,
         by: Callable[[OrderKey], Sequence[RequestView]] | None = None,
         prefilling: Iterable[RequestView] | None = None,
+        cache: PrefixLookup | None = None,
     ) -> None:
+        """`cache`: vLLM's prefix cache (None: the engine runs without prefix caching)."""
+        self._cache = cache
+        self.enable_prefix_caching = cache is not None
         self.total_blocks = total_blocks
         self.block_size = block_size
         self.watermark_blocks = int(watermark * total_blocks)
@@ -302,3 +275,20 @@ class VLLMView:
         if key not in self._sorted:
             self._sorted[key] = sorted(self.waiting, key=lambda r: (*key(r), r.id))
         return self._sorted[key]
+
+    def prefix_hit(self, r: RequestView) -> PrefixHit:
+        if self._cache is None or r.req.num_computed_tokens:
+            return NO_HIT
+        return PrefixHit(*self._cache.lookup(r.req))
+
+    def cached_prefix(self, r: RequestView) -> int:
+        return self.prefix_hit(r).tokens
+
+    def exclusive_blocks(self, r: RequestView) -> int:
+        """What preempting running request `r` frees in this view: its blocks no other request holds, and the blocks
+        of its prompt it is still owed (the view took them off `free_blocks`)."""
+        owed = r.blocks - r.held_blocks
+        return owed + (self._cache.exclusive_blocks(r.req) if self._cache is not None else r.held_blocks)
+
+    def waiting_by_cache(self, key: CacheKey) -> Sequence[RequestView]:
+        return sorted_by_cache(self, key)
