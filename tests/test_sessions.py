@@ -162,3 +162,22 @@ def test_a_turn_longer_than_max_model_len_is_rejected_on_arrival_and_ends_its_se
     assert all(r.prompt_len + r.decode_len > 1500 for r in rejected)
     assert summary["rejected"] == len(rejected) and summary["turns_not_sent"] > 0
     assert summary["completed"] + summary["rejected"] + summary["turns_not_sent"] == sessions().num_turns
+
+
+def test_scaled_sessions_for_serving_are_cut_to_length_and_deterministic_per_seed():
+    from llmsched.integrations.ray_serve.client import session_tokens
+    from llmsched.workload.sessions import Sessions, scaled_sessions
+    from llmsched.workload.tiers import parse_tiers
+
+    picked = scaled_sessions(12, seed=4, scale=0.5, min_turns=3, max_len=1024)
+    assert picked == scaled_sessions(12, seed=4, scale=0.5, min_turns=3, max_len=1024)
+    assert picked != scaled_sessions(12, seed=5, scale=0.5, min_turns=3, max_len=1024)
+    assert len(picked) == 12 and all(len(t) >= 3 for t in picked)
+    assert all(p + a <= 1024 for t in picked for p, a in turn_lengths(t))
+    with pytest.raises(UserError, match="only"):
+        scaled_sessions(5, seed=0, scale=1.0, min_turns=40, max_len=512)
+    work = Sessions(picked, np.zeros(12), np.zeros(sum(map(len, picked))), parse_tiers(None) * 12, prefix_block=128)
+    tokens = session_tokens(work, vocab=1000, seed=1)
+    assert tokens == session_tokens(work, vocab=1000, seed=1) and tokens != session_tokens(work, vocab=1000, seed=2)
+    for s, ids in zip(work.sessions, tokens, strict=True):  # every turn's prompt is a prefix of the session's ids
+        assert len(ids) == s.turns[-1][0] and all(3 <= t < 1000 for t in ids)

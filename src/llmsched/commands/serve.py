@@ -37,7 +37,14 @@ from llmsched.integrations.ray_serve.replica import SERVE_POLICIES
     type=str,
     multiple=True,
     help="Once per replica, in rank order: KEY=VALUE,... over the flags above (max_num_seqs, token_budget, "
-    "kv_cache_gib, num_blocks, max_model_len, capacity [tokens/s; default measured], cpus [e.g. 0-1]).",
+    "kv_cache_gib, num_blocks, max_model_len, capacity [tokens/s; default measured], cpus [e.g. 0-1], "
+    "prefix_caching [on/off]).",
+)
+@click.option(
+    "--prefix-caching",
+    is_flag=True,
+    help="vLLM's automatic prefix caching in every replica (unless its --replica-options say off); each replica "
+    "reports vLLM's prefix_cache_queries/hits counters (GET /llmsched/routing).",
 )
 @click.option("--tiers", type=str, default=None, help='SLO tiers for the policy, e.g. "paying:0.5:tbt=0.1,free:0.5".')
 @click.option(
@@ -57,6 +64,7 @@ def command(
     token_budget: int,
     kv_cache_gib: int,
     replica_options: tuple[str, ...],
+    prefix_caching: bool,
     tiers: str | None,
     cpus_per_replica: int,
     compile_: bool,
@@ -65,7 +73,7 @@ def command(
     """Serve an OpenAI-style /v1/completions on Ray Serve until Ctrl-C or SIGTERM."""
     cfg = config_from(
         model_dir, replicas, router, policy, max_num_seqs, token_budget, kv_cache_gib, replica_options, tiers,
-        cpus_per_replica, not compile_, seed,
+        cpus_per_replica, not compile_, seed, prefix_caching,
     )  # fmt: skip
     run(cfg, host, port, ray_address)
 
@@ -83,6 +91,7 @@ def config_from(
     cpus_per_replica: int = 1,
     enforce_eager: bool = True,
     seed: int = 0,
+    prefix_caching: bool = False,
 ) -> Any:
     """Every flag checked (one-line errors) before anything starts; click checked each value's type and range."""
     from llmsched.integrations.ray_serve.replica import ReplicaOptions
@@ -91,7 +100,9 @@ def config_from(
         from llmsched.workload.tiers import parse_tiers
 
         parse_tiers(tiers)
-    base = ReplicaOptions(max_num_seqs=max_num_seqs, token_budget=token_budget, kv_cache_gib=kv_cache_gib)
+    base = ReplicaOptions(
+        max_num_seqs=max_num_seqs, token_budget=token_budget, kv_cache_gib=kv_cache_gib, prefix_caching=prefix_caching
+    )
     if replica_options and len(replica_options) != replicas:
         raise UserError(
             f"--replica-options is given {len(replica_options)} times, expected once per replica ({replicas})"

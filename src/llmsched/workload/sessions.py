@@ -126,6 +126,10 @@ class Sessions:
     def num_turns(self) -> int:
         return len(self._of_id)
 
+    def turn_of(self, request_id: int) -> tuple[int, int]:
+        """(session, turn) of a request this workload made."""
+        return self._of_id[request_id]
+
     def initial(self) -> list[Request]:
         return [self._request(i, 0, s.start) for i, s in enumerate(self.sessions)]
 
@@ -160,6 +164,25 @@ class Sessions:
         if self.max_model_len is not None:
             reject_over_length([r], self.max_model_len)
         return r
+
+
+def scaled_sessions(
+    n: int, seed: int, scale: float, min_turns: int, max_len: int, path: Path | None = None
+) -> list[list[tuple[int, int]]]:
+    """`n` of the file's sessions with at least `min_turns` turns, in a seeded order, their user and answer tokens
+    scaled by `scale` (at least 1 each), each cut before the first turn whose prompt and answer exceed `max_len`
+    tokens (a session left with fewer than `min_turns` turns is skipped). For serving on small machines."""
+    every = load_sessions(path)
+    rng = np.random.default_rng((seed, STREAM))
+    out: list[list[tuple[int, int]]] = []
+    for j in rng.permutation(len(every)):
+        turns = [(max(1, round(u * scale)), max(1, round(a * scale))) for u, a in every[j]]
+        keep = sum(1 for p, a in turn_lengths(turns) if p + a <= max_len)  # prompts only grow
+        if keep >= min_turns:
+            out.append(turns[:keep])
+            if len(out) == n:
+                return out
+    raise UserError(f"only {len(out)} sessions have {min_turns} turns within {max_len} tokens at scale {scale}")
 
 
 def build_sessions(

@@ -2,7 +2,9 @@
 (or vLLM's own, `vllm-default`), with per-replica options picked by the replica's rank.
 
 Its `record_routing_stats` reports what the router reads: outstanding requests with their prompt and decode
-tokens (decode = max_tokens, as the router books them), the measured capacity `tokens_per_s`, and counts.
+tokens (decode = max_tokens, as the router books them), the measured capacity `tokens_per_s`, counts, and (with
+`prefix_caching`, vLLM's automatic prefix caching) vLLM's prefix cache counters since start-up, in vLLM's names
+(`prefix_cache_queries` / `prefix_cache_hits`: tokens of first admissions; `prefix_cache_preempted_*`: re-admissions).
 The capacity is measured at start-up: `max_num_seqs` requests of 16 prompt and 48 decode tokens at once,
 (prompt + decode tokens) / seconds, i.e. the replica's b*/t(b*) at its full batch; `capacity` in the
 replica's options overrides it (the benchmark sets it from the profiled batch-time model, so that the served
@@ -21,10 +23,13 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from llmsched.errors import UserError
+from llmsched.integrations.vllm.prefix import COUNTERS as PREFIX_FIELDS
+from llmsched.integrations.vllm.prefix import KEYS as PREFIX_KEYS
 
 log = logging.getLogger("llmsched.serve")
 
 SERVE_POLICIES = ("slai", "sarathi", "sarathi-spf", "vllm-default")
+BOOLEANS = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
 CALIBRATION = (16, 48)  # prompt, decode tokens of each start-up request: mostly decodes, as served
 
 
@@ -40,10 +45,11 @@ class ReplicaOptions:
     max_model_len: int | None = 2048
     capacity: float | None = None  # tokens/s; None: measured at start-up
     cpus: str | None = None
+    prefix_caching: bool = False  # vLLM's automatic prefix caching (enable_prefix_caching)
 
     @staticmethod
     def parse(text: str, base: ReplicaOptions | None = None) -> ReplicaOptions:
-        """'max_num_seqs=8,kv_cache_gib=0.5' on top of `base`."""
+        """'max_num_seqs=8,prefix_caching=on' on top of `base`."""
         base = base or ReplicaOptions()
         types = {f.name: f.type for f in fields(ReplicaOptions)}
         values = asdict(base)
@@ -54,6 +60,12 @@ class ReplicaOptions:
                 raise UserError(f"--replica-options: {part!r} is not KEY=VALUE with KEY one of {', '.join(types)}")
             if key == "cpus":
                 values[key] = value.strip()
+                continue
+            if key == "prefix_caching":
+                flag = BOOLEANS.get(value.strip().lower())
+                if flag is None:
+                    raise UserError(f"--replica-options: prefix_caching={value!r}, expected on/off (true/false, 1/0)")
+                values[key] = flag
                 continue
             try:
                 number = float(value) if "float" in str(types[key]) else int(value)
@@ -94,15 +106,18 @@ class LLMReplica:
         self.policy = policy
         self.outstanding: dict[str, tuple[int, int]] = {}
         self.served = self.completed = self.failed = 0
+        self.prefix_cache = dict.fromkeys(PREFIX_KEYS, 0)
         t0 = time.monotonic()
         steps = os.path.join(steps_dir, f"rank{self.rank}.csv") if steps_dir and policy != "vllm-default" else None
         self.engine = _start_engine(
-            model_dir, policy, self.options, tiers, cpus_per_replica, self.rank, enforce_eager, steps
+            model_dir, policy, self.options, tiers, cpus_per_replica, self.rank, enforce_eager, steps, self.prefix_cache
         )
         t1 = time.monotonic()
         cache = getattr(getattr(self.engine, "vllm_config", None), "cache_config", None)
         self.kv_blocks = getattr(cache, "num_gpu_blocks", None)
+        self.block_size = getattr(cache, "block_size", None)
         self.capacity = self.options.capacity or await self._calibrate()
+        self.prefix_cache.update(dict.fromkeys(PREFIX_KEYS, 0))  # count served requests only, not the calibration
         log.warning(
             "llmsched replica %s (rank %d): %s, policy %s, capacity %.0f tokens/s; engine up in %.1f s, "
             "capacity in %.1f s",
@@ -184,6 +199,7 @@ class LLMReplica:
             "max_num_seqs": self.options.max_num_seqs,
             "token_budget": self.options.token_budget,
             "kv_blocks": self.kv_blocks,
+            "block_size": self.block_size,
             "tokens_per_s": self.capacity,
             "requests": len(self.outstanding),
             "prompt_tokens": sum(p for p, _ in self.outstanding.values()),
@@ -191,6 +207,8 @@ class LLMReplica:
             "served": self.served,
             "completed": self.completed,
             "failed": self.failed,
+            "prefix_caching": self.options.prefix_caching,
+            **self.prefix_cache,
         }
 
     def check_health(self) -> None:
@@ -222,6 +240,7 @@ def _start_engine(
     rank: int,
     enforce_eager: bool,
     steps_out: str | None = None,
+    prefix_cache: dict[str, int] | None = None,
 ) -> Any:
     # Read by the engine-core process this replica spawns, so set here, per replica.
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(o.kv_cache_gib)
@@ -234,11 +253,34 @@ def _start_engine(
     from llmsched.integrations.vllm.engine import EngineSetup, engine_args
 
     setup = EngineSetup(model_dir, o.token_budget, o.max_num_seqs, o.max_model_len, o.kv_cache_gib, o.num_blocks,
-                        enforce_eager, tiers, {"steps_out": steps_out} if steps_out else {})  # fmt: skip
+                        enforce_eager, tiers, {"steps_out": steps_out} if steps_out else {},
+                        enable_prefix_caching=o.prefix_caching)  # fmt: skip
     config = AsyncEngineArgs(**engine_args(setup, policy)).create_engine_config()
     # vLLM's CPU platform runs the model in a third process (its "mp" executor) because OpenMP threads cannot be
     # bound in a process that may have used them already. The engine-core process AsyncLLM spawns is fresh and
     # runs nothing before its worker, so the worker can live in it: one vLLM import (11-17 s of CPU here) fewer
     # per replica, which is what start-up is made of on a small machine (2 replicas: 31-35 s instead of 49-59 s).
     config.parallel_config.distributed_executor_backend = "uni"
-    return AsyncLLM.from_vllm_config(config)
+    loggers = [prefix_cache_logger(prefix_cache)] if prefix_cache is not None else None
+    return AsyncLLM.from_vllm_config(config, stat_loggers=loggers)
+
+
+def prefix_cache_logger(into: dict[str, int]) -> Any:
+    """A vLLM stat logger factory adding each step's prefix cache counts (`SchedulerStats.prefix_cache_stats`, what
+    vLLM's Prometheus counters `vllm:prefix_cache_queries` / `_hits` add up) into `into`, under `PREFIX_KEYS`."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class PrefixCacheCounter(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            pass
+
+        def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0):
+            stats = getattr(scheduler_stats, "prefix_cache_stats", None)
+            if stats is not None:
+                for key, field in zip(PREFIX_KEYS, PREFIX_FIELDS, strict=True):
+                    into[key] += getattr(stats, field)
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return PrefixCacheCounter

@@ -83,6 +83,8 @@ class LlmschedRouter(RequestRouter):
             self.router_name, self._router, self.moved = router, None, 0
             for counts in (self.chosen, self.routed, self.completed):
                 counts.clear()
+            if self._order and all(rid in self._replicas for rid in self._order):
+                self._sync(list(self._replicas.values()))  # at once: the snapshot lists every replica
 
     # --- replica set -------------------------------------------------------------------------------------
     def _capacities(self, by_id: dict[ReplicaID, RunningReplica]) -> list[float]:
@@ -91,6 +93,18 @@ class LlmschedRouter(RequestRouter):
         known = [float(v) for v in reported if isinstance(v, int | float) and v > 0]
         fill = sum(known) / len(known) if known else self.default_capacity
         return [float(v) if isinstance(v, int | float) and v > 0 else fill for v in reported]
+
+    def _kv_tokens(self, by_id: dict[ReplicaID, RunningReplica]) -> list[int] | None:
+        """Each replica's KV pool in tokens (reported `kv_blocks` x `block_size`), which bounds a prefix router's
+        picture of its cache; None until every replica has reported it (the routers' default then)."""
+        sizes = []
+        for rid in self._order:
+            stats = by_id[rid].routing_stats or {}
+            blocks, block = stats.get("kv_blocks"), stats.get("block_size")
+            if not (isinstance(blocks, int) and isinstance(block, int) and blocks > 0 and block > 0):
+                return None
+            sizes.append(blocks * block)
+        return sizes
 
     def _sync(self, replicas: list[RunningReplica]) -> Router:
         """The llmsched router over exactly these replicas: rebuilt when the set changes (bookings on the
@@ -101,7 +115,7 @@ class LlmschedRouter(RequestRouter):
             kept = [rid for rid in self._order if rid in ids]
             new = sorted(ids - set(kept), key=lambda rid: rid.unique_id)
             self._order = kept + new
-            self._router = make_router(self.router_name, self._capacities(by_id), self.seed)
+            self._router = make_router(self.router_name, self._capacities(by_id), self.seed, self._kv_tokens(by_id))
             slot = {rid: i for i, rid in enumerate(self._order)}
             for key, (rid, p, d) in list(self._booked.items()):
                 if rid in slot:
