@@ -147,4 +147,8 @@ def test_deploy_commands_follow_the_configuration():
     assert "SLAIScheduler" in lines[0] and "each of 3 replicas" in lines[0]
     assert not any(line.startswith("llmsched serve") for line in lines)  # llmsched serve: one GPU per replica
     rad = deploy_commands(replace(c, policy="rad", tp=1), "m")
-    assert '"policy": "rad"' in rad[0] and not any(line.startswith("llmsched serve") for line in rad)
+    assert '"policy": "rad"' in rad[0] and any(
+        line.startswith("llmsched serve") and "--policy rad " in line for line in rad
+    )
+    sized = deploy_commands(replace(c, policy="deadline-sized", tp=1), "m")  # llmsched serve runs every policy
+    assert any("--policy deadline-sized --perf-model PROFILE.csv" in line for line in sized)

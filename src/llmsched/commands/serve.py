@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Any
@@ -23,7 +24,19 @@ from llmsched.integrations.ray_serve.replica import SERVE_POLICIES
     show_default=True,
     help="Which replica takes each request (llmsched.routers).",
 )
-@click.option("--policy", type=click.Choice(SERVE_POLICIES), default="slai", show_default=True)
+@click.option(
+    "--policy",
+    type=click.Choice(SERVE_POLICIES),
+    default="slai",
+    show_default=True,
+    help="Each replica's scheduler: an llmsched policy (the vLLM plugin) or vllm-default (vLLM's own).",
+)
+@click.option(
+    "--perf-model",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The replicas' batch-time model (profile CSV or fitted JSON), for policies that size batches by time.",
+)
 @click.option("--ray-address", type=str, default=None, help="Join this Ray cluster (default: start a local one).")
 @click.option("--host", type=str, default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
@@ -57,6 +70,7 @@ def command(
     replicas: int,
     router: str,
     policy: str,
+    perf_model: str | None,
     ray_address: str | None,
     host: str,
     port: int,
@@ -73,7 +87,7 @@ def command(
     """Serve an OpenAI-style /v1/completions on Ray Serve until Ctrl-C or SIGTERM."""
     cfg = config_from(
         model_dir, replicas, router, policy, max_num_seqs, token_budget, kv_cache_gib, replica_options, tiers,
-        cpus_per_replica, not compile_, seed, prefix_caching,
+        cpus_per_replica, not compile_, seed, prefix_caching, perf_model,
     )  # fmt: skip
     run(cfg, host, port, ray_address)
 
@@ -92,10 +106,14 @@ def config_from(
     enforce_eager: bool = True,
     seed: int = 0,
     prefix_caching: bool = False,
+    perf_model: str | None = None,
 ) -> Any:
     """Every flag checked (one-line errors) before anything starts; click checked each value's type and range."""
     from llmsched.integrations.ray_serve.replica import ReplicaOptions
+    from llmsched.policies import POLICIES, needs_perf
 
+    if perf_model is None and policy in POLICIES and needs_perf(policy):
+        raise UserError(f"--policy {policy} sizes batches by time: give --perf-model (see `llmsched profile`)")
     if tiers:
         from llmsched.workload.tiers import parse_tiers
 
@@ -119,7 +137,10 @@ def config_from(
         raise UserError(f"llmsched serve needs Ray Serve and vLLM: pip install 'llmsched[serve]' ({e})") from None
     from llmsched.integrations.ray_serve.app import ServeConfig
 
-    return ServeConfig(model_dir, options, router, policy, tiers, float(cpus), enforce_eager, seed)
+    return ServeConfig(
+        model_dir, options, router, policy, tiers, float(cpus), enforce_eager, seed,
+        perf_model=os.path.abspath(perf_model) if perf_model else None,
+    )  # fmt: skip
 
 
 def run(cfg: Any, host: str, port: int, ray_address: str | None) -> None:

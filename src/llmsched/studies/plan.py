@@ -31,7 +31,7 @@ from tqdm import tqdm
 from llmsched.errors import UserError
 from llmsched.integrations.ray_serve.replica import SERVE_POLICIES
 from llmsched.perf.catalog import GPUS, PRICES, Price, get_gpu, get_model, kv_blocks
-from llmsched.policies import POLICIES, policy_defaults
+from llmsched.policies import POLICIES, needs_perf, policy_defaults
 from llmsched.routers import ROUTERS
 from llmsched.studies.bounds import spec_bound
 from llmsched.studies.capacity import Point, evaluate, search
@@ -443,8 +443,9 @@ def deploy_commands(c: Config, hf_repo: str) -> list[str]:
         lines.append(f"# route with llmsched's {c.router} router (llmsched.routers) in front of the replicas")
     if c.tp == 1 and c.policy in SERVE_POLICIES:
         router = c.router if c.router != NO_ROUTER else "round-robin"
+        perf = " --perf-model PROFILE.csv" if needs_perf(c.policy) else ""
         lines.append(
-            f"llmsched serve --model DIR --replicas {c.replicas} --router {router} --policy {c.policy} "
+            f"llmsched serve --model DIR --replicas {c.replicas} --router {router} --policy {c.policy}{perf} "
             f"--token-budget {c.token_budget} --max-num-seqs {c.max_num_seqs}"
         )
     return lines

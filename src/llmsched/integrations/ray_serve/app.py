@@ -45,6 +45,7 @@ class ServeConfig:
     stats_period_s: float = 0.5
     model_name: str = "llmsched"
     steps_dir: str | None = None  # each replica's engine steps as CSV, rank<k>.csv (integrations/vllm/steps.py)
+    perf_model: str | None = None  # batch-time model of a policy that sizes batches by time (an absolute path)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -214,5 +215,6 @@ def build_app(cfg: ServeConfig) -> Any:
         max(1, int(cfg.cpus_per_replica)),
         cfg.enforce_eager,
         cfg.steps_dir,
+        cfg.perf_model,
     )
     return Ingress.bind(llm, cfg.model_dir, cfg.model_name)

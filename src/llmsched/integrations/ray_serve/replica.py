@@ -23,12 +23,15 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from llmsched.errors import UserError
+from llmsched.integrations.vllm.engine import DEFAULT_POLICY
 from llmsched.integrations.vllm.prefix import COUNTERS as PREFIX_FIELDS
 from llmsched.integrations.vllm.prefix import KEYS as PREFIX_KEYS
+from llmsched.policies import POLICIES
 
 log = logging.getLogger("llmsched.serve")
 
-SERVE_POLICIES = ("slai", "sarathi", "sarathi-spf", "vllm-default")
+# Every llmsched policy (the vLLM plugin runs them all, as `bench-engine` does), and vLLM's own scheduler.
+SERVE_POLICIES = (*POLICIES, DEFAULT_POLICY)
 BOOLEANS = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
 CALIBRATION = (16, 48)  # prompt, decode tokens of each start-up request: mostly decodes, as served
 
@@ -96,7 +99,9 @@ class LLMReplica:
         cpus_per_replica: int = 1,
         enforce_eager: bool = True,
         steps_dir: str | None = None,
+        perf_model: str | None = None,
     ) -> None:
+        """`perf_model`: the batch-time model (profile CSV or fitted JSON) of a policy that sizes batches by time."""
         from ray import serve
 
         ctx = serve.get_replica_context()
@@ -110,8 +115,9 @@ class LLMReplica:
         t0 = time.monotonic()
         steps = os.path.join(steps_dir, f"rank{self.rank}.csv") if steps_dir and policy != "vllm-default" else None
         self.engine = _start_engine(
-            model_dir, policy, self.options, tiers, cpus_per_replica, self.rank, enforce_eager, steps, self.prefix_cache
-        )
+            model_dir, policy, self.options, tiers, cpus_per_replica, self.rank, enforce_eager, steps,
+            self.prefix_cache, perf_model,
+        )  # fmt: skip
         t1 = time.monotonic()
         cache = getattr(getattr(self.engine, "vllm_config", None), "cache_config", None)
         self.kv_blocks = getattr(cache, "num_gpu_blocks", None)
@@ -241,6 +247,7 @@ def _start_engine(
     enforce_eager: bool,
     steps_out: str | None = None,
     prefix_cache: dict[str, int] | None = None,
+    perf_model: str | None = None,
 ) -> Any:
     # Read by the engine-core process this replica spawns, so set here, per replica.
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(o.kv_cache_gib)
@@ -252,9 +259,11 @@ def _start_engine(
 
     from llmsched.integrations.vllm.engine import EngineSetup, engine_args
 
+    plugin = {"steps_out": steps_out} if steps_out else {}
+    if perf_model:
+        plugin["perf_model"] = perf_model
     setup = EngineSetup(model_dir, o.token_budget, o.max_num_seqs, o.max_model_len, o.kv_cache_gib, o.num_blocks,
-                        enforce_eager, tiers, {"steps_out": steps_out} if steps_out else {},
-                        enable_prefix_caching=o.prefix_caching)  # fmt: skip
+                        enforce_eager, tiers, plugin, enable_prefix_caching=o.prefix_caching)  # fmt: skip
     config = AsyncEngineArgs(**engine_args(setup, policy)).create_engine_config()
     # vLLM's CPU platform runs the model in a third process (its "mp" executor) because OpenMP threads cannot be
     # bound in a process that may have used them already. The engine-core process AsyncLLM spawns is fresh and
