@@ -65,8 +65,10 @@ def start(
             # other process on the host (Ray's own, a log shipper, a load generator) would preempt the engines.
             # The engines are what this cluster is for, so its workers run at the host's normal priority.
             with _signal_handlers_kept():
-                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, namespace="llmsched",
-                         _system_config={"worker_niceness": 0})  # fmt: skip
+                # address="local": a new cluster even when another job's Ray runs on this host (ray.init would
+                # join that one, and refuse num_cpus)
+                ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                         namespace="llmsched", _system_config={"worker_niceness": 0})  # fmt: skip
         started = True
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
