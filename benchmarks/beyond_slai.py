@@ -14,8 +14,11 @@ and <= 2% unfinished.
 
     python benchmarks/beyond_slai.py [--trace paper|sharegpt-v3|CSV] [--variants sarathi,slai,aging] [--out F]
 
-`--at QPS` runs each variant once at that rate instead: whether it meets the SLO, its TTFT, each tier's p99 TBT
-and the unfinished share split into requests not yet started and requests still decoding when the run stops.
+`--bracket LABEL=LO:HI` starts that variant's search from [LO, HI] (LO taken to pass, HI tried first) instead of
+[0, 2]: fewer runs where a capacity is known roughly (another seed of the same setting); a capacity equal to LO
+was not itself run. `--at QPS` runs each variant once at that rate instead: whether it meets the SLO, its TTFT,
+each tier's p99 TBT and the unfinished share split into requests not yet started and requests still decoding
+when the run stops.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ def main() -> None:
     ap.add_argument("--option", action="append", default=[], help="KEY=VALUE for every deadline-sized variant")
     ap.add_argument("--variant", action="append", default=[], help='LABEL=POLICY:{"knob": value}, another variant')
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--bracket", action="append", default=[], help="LABEL=LO:HI, where that variant's search starts")
     ap.add_argument("--at", type=float, default=None, help="one run per variant at this QPS, no capacity search")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
@@ -121,14 +125,19 @@ def main() -> None:
         labels.insert(0, "sarathi")
     specs = [variant_spec(base, label, extra) for label in labels]
     with Executor(workers=args.workers) as ex:
-        searches = search(specs, parse_slo(PAPER_SLO), ex, progress=False)
+        hints = dict(b.split("=", 1) for b in args.bracket)
+        brackets = [
+            tuple(float(x) for x in hints[label].split(":")) if label in hints else (0.0, 2.0) for label in labels
+        ]
+        searches = search(specs, parse_slo(PAPER_SLO), ex, progress=False, brackets=brackets)
         cap = {label: s.capacity for label, s in zip(labels, searches, strict=True)}
         q = cap["sarathi"] or 0.1
         at_base, _ = run_grid(specs, [q], ex, q, progress=False)
     base_sum = at_base[labels.index("sarathi")]
     out: dict = {"setting": {"trace": args.trace or "paper", "num_requests": args.num_requests,
                              "num_blocks": args.num_blocks, "time_limit": args.time_limit, "seed": args.seed,
-                             "slo": str(parse_slo(PAPER_SLO)), "options": extra}, "variants": {}}  # fmt: skip
+                             "slo": str(parse_slo(PAPER_SLO)), "options": extra,
+                             "brackets": dict(zip(labels, brackets, strict=True))}, "variants": {}}  # fmt: skip
     slai_p99 = None
     for label, s, at in zip(labels, searches, at_base, strict=True):
         own = s.best.summary if s.best else None
