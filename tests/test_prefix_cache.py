@@ -121,6 +121,30 @@ def test_run_length_books_equal_block_by_block(rows, pb, bs, blocks):
         assert a.kv.evicted == b.kv.evicted and a.kv.cached_free == b.kv.cached_free, name
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=rows_st, pb=st.sampled_from([8, 24, 64]), bs=st.sampled_from([4, 16]), blocks=st.integers(30, 200))
+def test_bulk_batches_keep_the_cache_as_batch_by_batch_runs(rows, pb, bs, blocks):
+    """With prefix caching, batches run without asking the policy (`Policy.repeats`) leave the requests, the batch log
+    and the cache's books as a run that asks it before every batch."""
+    reqs = conversation_requests(rows, pb)
+    n = blocks * 64 // bs
+    cfg = EngineConfig(
+        n, token_budget=64, max_num_seqs=8, block_size=bs, max_model_len=1024, enable_prefix_caching=True
+    )
+
+    def outcome(name: str, ask: bool) -> tuple:
+        policy = make_policy(name, **({"tile": 64} if name == "rad" else {}))
+        if ask:
+            policy.repeats = lambda view: False
+        engine = SimEngine(cfg, policy, PERF)
+        result = engine.run(copy.deepcopy(reqs))
+        per_request = [(r.state, r.cached_tokens, r.preemptions, r.token_times) for r in result.requests]
+        return per_request, vars(result.batches), engine.kv.evicted, engine.kv.cached_free, engine.kv.free
+
+    for name in POLICIES:
+        assert outcome(name, ask=False) == outcome(name, ask=True), name
+
+
 class Shapes:
     """A batch-time model that records what it is asked."""
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import attrgetter, sub
+from itertools import repeat
+from operator import attrgetter, mul, sub
 
 from llmsched.perf.base import BatchShape, PerfModel
 from llmsched.policies.batch import blocks_for
@@ -73,8 +74,7 @@ class SimEngine:
         self.on_done: Callable[[Request, float], None] | None = None  # called when a request leaves
         self.enable_prefix_caching = cfg.enable_prefix_caching
         self.kv = PrefixCache(cfg.num_blocks, cfg.block_size) if cfg.enable_prefix_caching else None
-        # Bulk batches (a policy that would plan the same batch again) keep no prefix cache up to date.
-        self._repeats = None if cfg.enable_prefix_caching else getattr(policy, "repeats", None)
+        self._repeats = getattr(policy, "repeats", None)
 
     # --- the view -------------------------------------------------------------------------------------
     @property
@@ -180,7 +180,8 @@ class SimEngine:
                 self._stalled = True  # nothing can run until the next arrival (or ever, if none comes)
                 return
             self.now = self._run_batch(plan, self.now)
-            while self.running and self._repeats is not None and self._repeats(self):
+            # A stretch may start only before `until` (`_repeat` would run nothing): skip building it.
+            while self.running and self.now < until and self._repeats is not None and self._repeats(self):
                 t = self._repeat(until)
                 if t == self.now:
                     break
@@ -268,22 +269,31 @@ class SimEngine:
         the time limit and every decode has a free block to spare before it. Those in which no decode finishes and
         no prompt completes run here in bulk, each the batch `_run_batch` would run (same shape, times, token stamps,
         KV blocks and log row); the next one, which changes what runs after it, runs through `_run_batch`. While
-        requests wait, only batches that the decodes and chunks fill run so (one with room would admit). Returns
-        the clock after them (unchanged if none ran)."""
-        decodes = [r for r in self.running if r.is_decoding]
+        requests wait, only batches that the decodes and chunks fill run so (one with room would admit). With prefix
+        caching each bulk batch caches its chunks' newly full blocks, then takes its decodes' new blocks, in
+        `_run_batch`'s order, so the cache's books are those of batch-by-batch runs. Returns the clock after them
+        (unchanged if none ran)."""
+        running = self.running
+        decodes = [r for r in running if r.is_decoding]
         n, bs, budget, limit = len(decodes), self.block_size, self.token_budget, self.cfg.time_limit
         if n > budget:
             return self.now
         m = min(map(sub, map(_decode_len, decodes), map(_generated, decodes)), default=1 << 62) - 1
-        prefills = [[r, r.num_prompt - r.prefilled, r.computed] for r in self.running if not r.is_decoding]
-        # The batch (from 0) in which each decode first takes a block: when every block it holds is full.
-        firsts = [b * bs - c for b, c in zip(map(_blocks, decodes), map(_computed, decodes), strict=True)]
-        alloc: dict[int, int] = {}  # batch -> KV blocks the decodes take in it
+        prefills = [[r, r.num_prompt - r.prefilled, r.computed] for r in running if not r.is_decoding]
+        # The batch (from 0) in which each decode first takes a block: when every block it holds is full. It then
+        # takes one every `bs` batches, so a batch's takes are counted by that first batch modulo bs (`per_phase`);
+        # a decode holding more than a block to spare (reserving policies) starts later and is counted apart.
+        firsts = list(map(sub, map(mul, map(_blocks, decodes), repeat(bs)), map(_computed, decodes)))
+        per_phase = [0] * bs
+        late: dict[int, int] = {}  # batch -> takes of the decodes whose first is beyond the first bs batches
         for j in firsts:
-            while j < m:
-                alloc[j] = alloc.get(j, 0) + 1
-                j += bs
-        batch_time, extra, total = self.perf.batch_time, self.cfg.batch_overhead_s, self.total_blocks
+            if j < bs:
+                per_phase[j] += 1
+            else:
+                while j < m:
+                    late[j] = late.get(j, 0) + 1
+                    j += bs
+        batch_time, extra, total, kv = self.perf.batch_time, self.cfg.batch_overhead_s, self.total_blocks, self.kv
         ctx = sum(map(_computed, decodes))
         free, t = self.free_blocks, self.now
         waiting = bool(self.queue.fcfs)
@@ -317,15 +327,28 @@ class SimEngine:
             for p, (c, _) in zip(prefills, chunks, strict=False):
                 p[1] -= c
                 p[2] += c
-            free -= alloc.get(j, 0)
-            shape = BatchShape(  # as `_run_batch` builds it, term for term
-                sum(c for c, _ in chunks),
-                sum(c * (cx + (c + 1) / 2) for c, cx in chunks) if chunks else 0.0,
-                sum(cx for _, cx in chunks) if chunks else 0,
-                len(chunks),
-                n,
-                ctx,
-            )
+                if kv is not None:
+                    r = p[0]
+                    r.prefilled, r.computed = r.num_prompt - p[1], p[2]
+                    kv.cache(r)
+            take = (per_phase[j % bs] if j >= bs else per_phase[j]) + (late.get(j, 0) if late else 0)
+            if kv is None:
+                free -= take
+            else:
+                if take:
+                    kv.take(take)
+                free = kv.free
+            if chunks:
+                shape = BatchShape(  # as `_run_batch` builds it, term for term
+                    sum(c for c, _ in chunks),
+                    sum(c * (cx + (c + 1) / 2) for c, cx in chunks),
+                    sum(cx for _, cx in chunks),
+                    len(chunks),
+                    n,
+                    ctx,
+                )
+            else:
+                shape = BatchShape(0, 0.0, 0, 0, n, ctx)
             end = t + batch_time(shape) + extra
             starts.append(t)
             ends.append(end)
@@ -349,13 +372,13 @@ class SimEngine:
             self.free_blocks = free
             log = self.log
             log.start.extend(starts)
-            log.duration.extend(e - s for s, e in zip(starts, ends, strict=True))
+            log.duration.extend(map(sub, ends, starts))
             log.prefill_tokens.extend(tokens)
             log.prefills.extend(counts)
             log.decodes.extend([n] * k)
             log.kv_blocks_used.extend(used)
             log.waiting.extend([len(self.queue)] * k)
-            log.running.extend([len(self.running)] * k)
+            log.running.extend([len(running)] * k)
             log.preempted.extend([0] * k)
             log.replica.extend([self.replica] * k)
             self.clock = t
