@@ -1,4 +1,8 @@
+import math
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from llmsched.perf import BatchShape, analytic_model, get_gpu, get_model, kv_blocks
 from llmsched.perf.catalog import estimated_kv_blocks
@@ -135,3 +139,18 @@ def test_h100_factors_carried_to_the_paper_gpu_stay_near_its_measurement():
 
     m = analytic_model(get_model("mistral-7b"), get_gpu("rtx6000ada"), H100.flops, H100.bw, H100.overhead_s, H100.kv_bw)
     assert mape(m) < 0.10
+
+
+SHAPES = st.tuples(st.integers(0, 4096), st.floats(0, 1e8), st.integers(0, 10**6), st.integers(0, 64))
+
+
+@given(shape=SHAPES, decodes=st.tuples(st.integers(0, 512), st.integers(0, 10**7)))
+def test_batch_time_on_one_dense_gpu_is_the_terms_formula(shape, decodes):
+    """The one-GPU dense roofline's inlined batch time is, to the bit, its terms put together."""
+    m = analytic_model(get_model("llama-3.1-8b"), get_gpu("h100-80gb"))
+    s = BatchShape(*shape, *decodes)
+    expected = 0.0
+    if s.tokens:
+        gemms = math.hypot(m.flops(s) / m.flops_rate, m.weight_read_bytes(s) / m.bytes_rate)
+        expected = m.overhead_s + gemms + m.kv_read_bytes(s) / m.kv_rate
+    assert m.batch_time(s) == expected

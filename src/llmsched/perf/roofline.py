@@ -98,6 +98,8 @@ class Roofline:
         object.__setattr__(self, "_weight_bytes", m.weight_bytes / n)
         object.__setattr__(self, "_dense_bytes", (m.params - m.layer_params) * m.dtype_bytes / n)
         object.__setattr__(self, "_moe", m.experts > 1)
+        object.__setattr__(self, "_plain", n == 1 and m.experts <= 1)
+        object.__setattr__(self, "_weight_time", self._weight_bytes / self.bytes_rate)
         if n > 1 and not self.link_bw > 0:
             raise ValueError(f"{self.name}: tensor parallelism {n} needs the GPUs' link bandwidth")
         ring = (n - 1) / n / self.link_bw if n > 1 else 0.0
@@ -132,6 +134,16 @@ class Roofline:
         return self._comm_fixed + self._allreduce_per_token * s.tokens + self._gather_per_sequence * seqs
 
     def batch_time(self, shape: BatchShape) -> float:
+        if self._plain:
+            # One dense GPU (the simulator's hot path: once per batch): `flops`, `weight_read_bytes` and
+            # `kv_read_bytes` inlined, each term in their order of operations, so the result is the same float.
+            pt, pp, pc, npf, d, dc = shape
+            tokens = pt + d
+            if tokens == 0:
+                return 0.0
+            flops = self._per_token * tokens + self._per_sequence * (npf + d) + self._per_pair * (pp + dc + d)
+            gemms = math.hypot(flops / self.flops_rate, self._weight_time)
+            return self.overhead_s + gemms + self._kv_bytes * (pc + dc) / self.kv_rate
         if shape.tokens == 0:
             return 0.0
         gemms = math.hypot(self.flops(shape) / self.flops_rate, self.weight_read_bytes(shape) / self.bytes_rate)
