@@ -102,6 +102,33 @@ def test_batches_run_without_asking_the_policy_are_those_it_would_plan(rows, blo
         assert outcome(name, ask=False) == outcome(name, ask=True), name
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.floats(0, 5), st.integers(100, 900), st.integers(1, 200), st.floats(0.01, 0.3)),
+        min_size=1,
+        max_size=30,
+    ),
+    blocks=st.integers(60, 400),
+    budget=st.sampled_from([64, 128, 256]),
+    preset=st.sampled_from(["slai", "slai-spf-fixed", "slai-kv-guard"]),
+)
+def test_slai_bulk_batches_stop_where_a_decode_is_not_critical(rows, blocks, budget, preset):
+    """SLAI runs a paused prefill's batches in bulk while every decode is critical (TBTs near the offset times the
+    mean batch, so decodes turn critical and back): the same run as one that asks SLAI before each batch."""
+
+    def outcome(ask: bool) -> tuple:
+        reqs = [Request(i, a, p, d, "t", t) for i, (a, p, d, t) in enumerate(rows)]
+        policy = make_policy(preset)
+        if ask:
+            policy.repeats = lambda view: False
+        cfg = EngineConfig(blocks, token_budget=budget, max_num_seqs=16, max_model_len=1024)
+        result = SimEngine(cfg, policy, PERF).run(reqs)
+        return [(r.state, r.preemptions, r.token_times) for r in result.requests], vars(result.batches)
+
+    assert outcome(ask=False) == outcome(ask=True)
+
+
 def test_requests_that_can_never_fit_are_rejected_not_dropped():
     _, result = simulate("sarathi", [(0, 900, 5, 0.5), (0, 10, 5, 0.5)], num_blocks=20, budget=512, seqs=4, limit=None)
     states = {r.id: (r.state, r.reason) for r in result.requests}

@@ -119,5 +119,10 @@ class DeadlineQueue:
 def kv_offset(view: EngineView, memory_limit: float, below: float, above: float) -> float:
     """SLAI's LST offset, in mean batch durations: `above` once the share of KV blocks in use reaches
     `memory_limit`, else `below`."""
-    used = 1 - view.free_blocks / view.total_blocks
+    return offset_at(view.free_blocks, view.total_blocks, memory_limit, below, above)
+
+
+def offset_at(free_blocks: int, total_blocks: int, memory_limit: float, below: float, above: float) -> float:
+    """`kv_offset` with these many blocks free."""
+    used = 1 - free_blocks / total_blocks
     return above if used >= memory_limit else below

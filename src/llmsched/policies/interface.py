@@ -110,6 +110,11 @@ class Policy:
         default, False, is always safe."""
         return False
 
+    # Optional: (free KV blocks after a batch, its start, its end) -> bool. An engine running batches without asking
+    # (`repeats`) calls it after each one, in order, and stops the stretch after a batch it answers False to: the
+    # policy would plan the next one otherwise. For a policy whose `repeats` holds whatever the batches' times.
+    bulk_batch_done: Callable[[int, float, float], bool] | None = None
+
     def on_batches_done(self, view: EngineView, plan: Plan, starts: Sequence[float], ends: Sequence[float]) -> None:
         """Batches the engine ran without asking (`repeats`), in order; `plan` is the last one's and the view the one
         after it. A policy that overrides `repeats` keeps its state as if `on_batch_done` had followed each."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from llmsched.policies import order as orders
 from llmsched.policies.batch import BatchBuilder, admits_nothing
-from llmsched.policies.deadlines import DeadlineQueue, kv_offset
+from llmsched.policies.deadlines import DeadlineQueue, kv_offset, offset_at
 from llmsched.policies.interface import CacheKey, EngineView, OrderKey, Policy, Req
 from llmsched.policies.plan import Plan
 
@@ -72,6 +72,7 @@ class SLAI(Policy):
         self.mean_batch = 0.0
         self.batches = 0
         self.offset = self.cfg.below_memory_limit_offset if self.cfg.fixed_offset else 0.0
+        self._bulk: tuple[int, float, float, int] | None = None  # batches, mean, largest TBT, KV blocks in a stretch
         rules = self.sarathi_rules
         c = self.cfg
         if c.length not in ("prompt", "uncached"):
@@ -164,14 +165,39 @@ class SLAI(Policy):
 
     def repeats(self, view: EngineView) -> bool:
         """With nothing paused or admissible, `schedule` takes every decode (`_take_all`) while they fit the budget,
-        beta and KV (the engine keeps a block to spare for each); their deadlines are then not read."""
-        n = len(view.running)
-        return (
-            not self.paused
-            and admits_nothing(view)
-            and n == self.decodes.live()
-            and n <= min(view.token_budget, self.cfg.limit_total_decodes)
+        beta and KV (the engine keeps a block to spare for each); their deadlines are then not read.
+        With one prefill paused, every decode critical (`_critical_decodes` takes them all in LST order, the paused
+        prefill a chunk of the rest, a full batch admits nothing, no decode is left for step 4): the same batch, as
+        long as every decode is critical again when the next batch starts (`bulk_batch_done`)."""
+        self._bulk = None
+        n = self.decodes.live()
+        if n > min(view.token_budget, self.cfg.limit_total_decodes):
+            return False
+        if not self.paused:
+            return admits_nothing(view) and n == len(view.running)
+        if len(self.paused) > 1 or n + 1 != len(view.running) or self.decodes.latest() > view.clock:
+            return False
+        tbt = max((r.tbt for r in view.running if r.is_decoding), default=0.0)
+        self._bulk = (self.batches, self.mean_batch, tbt, view.total_blocks)
+        return True
+
+    def bulk_batch_done(self, free_blocks: int, start: float, end: float) -> bool:
+        """After a batch run in bulk: is every decode critical at the next batch (its start is this one's end)? The
+        mean batch and the offset move as `on_batch_done` moves them (same operations, so the same floats); each
+        decode's LST is then end + its TBT - offset x mean, the largest the one of the largest TBT."""
+        if self._bulk is None:
+            return True  # every decode runs whatever its deadline
+        batches, mean, tbt, total = self._bulk
+        batches += 1
+        mean += (end - start - mean) / batches
+        self._bulk = (batches, mean, tbt, total)
+        c = self.cfg
+        offset = (
+            self.offset
+            if c.fixed_offset
+            else offset_at(free_blocks, total, c.memory_limit, c.below_memory_limit_offset, c.above_memory_limit_offset)
         )
+        return end + tbt - offset * mean <= end
 
     def on_batches_done(self, view: EngineView, plan: Plan, starts: Sequence[float], ends: Sequence[float]) -> None:
         """Every batch but the last only moves the mean batch duration: each requeue of a batch that took every

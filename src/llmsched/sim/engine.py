@@ -269,7 +269,8 @@ class SimEngine:
         the time limit and every decode has a free block to spare before it. Those in which no decode finishes and
         no prompt completes run here in bulk, each the batch `_run_batch` would run (same shape, times, token stamps,
         KV blocks and log row); the next one, which changes what runs after it, runs through `_run_batch`. While
-        requests wait, only batches that the decodes and chunks fill run so (one with room would admit). With prefix
+        requests wait, only batches that the decodes and chunks fill run so (one with room would admit). A policy with
+        `bulk_batch_done` is asked after each batch whether the next would be the same. With prefix
         caching each bulk batch caches its chunks' newly full blocks, then takes its decodes' new blocks, in
         `_run_batch`'s order, so the cache's books are those of batch-by-batch runs. Returns the clock after them
         (unchanged if none ran)."""
@@ -297,6 +298,7 @@ class SimEngine:
         ctx = sum(map(_computed, decodes))
         free, t = self.free_blocks, self.now
         waiting = bool(self.queue.fcfs)
+        ask = self.policy.bulk_batch_done
         starts: list[float] = []
         ends: list[float] = []
         used: list[int] = []
@@ -356,8 +358,12 @@ class SimEngine:
             tokens.append(shape.prefill_tokens)
             counts.append(len(chunks))
             ctx += n
-            t = end
             last = chunks
+            if ask is not None and not ask(free, t, end):  # the policy would plan the next batch otherwise
+                t = end
+                edge = False
+                break
+            t = end
         k = len(ends)
         if k:
             for r, first in zip(decodes, firsts, strict=True):
