@@ -153,7 +153,9 @@ class SimEngine:
             if self.on_done is not None:
                 self.on_done(r, r.arrival)
             return
-        if self._stalled and not self._stopped:
+        if self._stopped:  # past the time limit: it stays waiting, reported at `finish` as never served
+            return
+        if self._stalled:
             self.now = max(self.now, r.arrival)
             self._stalled = False
         self.queue.append(r)
