@@ -10,13 +10,14 @@ usually takes it whole again (`take_all`), so it is heapified only when somethin
 from __future__ import annotations
 
 import heapq
-from operator import itemgetter
+from operator import eq, itemgetter
 
 from llmsched.policies.interface import EngineView
 from llmsched.policies.plan import Req
 
 Entry = tuple[float, float, int, Req]  # (deadline, arrival, request id, request): heap order
 _request_of = itemgetter(3)
+_deadline_of, _id_of = itemgetter(0), itemgetter(2)
 
 
 class DeadlineQueue:
@@ -61,7 +62,8 @@ class DeadlineQueue:
         """How many requests are queued (stale entries not counted)."""
         if self._clean:
             return len(self._heap)
-        return sum(self.deadline.get(e[2]) == e[0] for e in self._heap)
+        heap = self._heap  # the count of entries whose deadline is their request's, with C-level iteration
+        return sum(map(eq, map(self.deadline.get, map(_id_of, heap)), map(_deadline_of, heap)))
 
     def take_all(self) -> list[Req]:
         """Every queued request, emptying the queue (their deadlines stay until `requeue` or `forget`)."""
@@ -100,13 +102,17 @@ class DeadlineQueue:
     def requeue(self, entries: list[Entry], requests: list[Req]) -> None:
         """Queue (again) each entry's request with the entry's deadline (`requests`: theirs, in the same order); an
         older entry of the same request goes stale."""
-        for e in entries:
-            self.deadline[e[2]] = e[0]
+        self.deadline.update(zip(map(_id_of, entries), map(_deadline_of, entries), strict=True))  # a later one wins
         if self._heap:  # entries left in it may have gone stale above
             self._heapify()
             self._clean = False
             for e in entries:
                 heapq.heappush(self._heap, e)
+            if len(self._heap) > 2 * len(self.deadline) + 16:
+                # Mostly stale: drop them. Every reader skips a stale entry (pops return None, counts and takes
+                # filter), and live ones pop in their keys' order, so nothing a policy reads changes.
+                self._heap = [e for e in self._heap if self.deadline.get(e[2]) == e[0]]
+                heapq.heapify(self._heap)
         else:  # every decode ran: fresh entries only, heapified when first popped
             self._heap, self._clean, self._heaped, self._order = entries, True, False, requests
 

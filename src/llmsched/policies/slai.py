@@ -121,8 +121,8 @@ class SLAI(Policy):
 
     def _critical_decodes(self, b: BatchBuilder, now: float) -> int:
         critical, q = 0, self.decodes
-        n = q.live()
-        if n and q.latest() <= now and n <= min(b.room, self.cfg.limit_total_decodes):
+        n = q.live() if q.latest() <= now else 0  # latest first: the cheaper test, mostly False
+        if n and n <= min(b.room, self.cfg.limit_total_decodes):
             # Every decode is critical and, if KV has a block for each that needs one, all fit: the loop below
             # would take them all in LST order, one pop at a time.
             bs = b.view.block_size
@@ -170,12 +170,15 @@ class SLAI(Policy):
         prefill a chunk of the rest, a full batch admits nothing, no decode is left for step 4): the same batch, as
         long as every decode is critical again when the next batch starts (`bulk_batch_done`)."""
         self._bulk = None
-        n = self.decodes.live()
-        if n > min(view.token_budget, self.cfg.limit_total_decodes):
-            return False
         if not self.paused:
-            return admits_nothing(view) and n == len(view.running)
-        if len(self.paused) > 1 or n + 1 != len(view.running) or self.decodes.latest() > view.clock:
+            if not admits_nothing(view):
+                return False
+            n = self.decodes.live()
+            return n == len(view.running) and n <= min(view.token_budget, self.cfg.limit_total_decodes)
+        if len(self.paused) > 1 or self.decodes.latest() > view.clock:
+            return False
+        n = self.decodes.live()
+        if n + 1 != len(view.running) or n > min(view.token_budget, self.cfg.limit_total_decodes):
             return False
         tbt = max((r.tbt for r in view.running if r.is_decoding), default=0.0)
         self._bulk = (self.batches, self.mean_batch, tbt, view.total_blocks)
