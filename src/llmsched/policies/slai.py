@@ -150,6 +150,8 @@ class SLAI(Policy):
         """The common steady state: every queued decode fits the budget, beta and KV (each needs at most one
         block; with a free block for each, every decode also sees one free, as `sarathi_rules` asks), so the loops
         would take them all, whatever their order; take them in one pass."""
+        if b.room <= 0:  # no decode fits (a full batch: the count below need not be taken)
+            return False
         n = self.decodes.live()
         if not n or n > min(b.room, b.free) or taken + n > self.cfg.limit_total_decodes:
             return False
