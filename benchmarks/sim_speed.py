@@ -9,7 +9,8 @@ Prints per case the wall and CPU seconds of `run()` (simulation and summary; med
 untimed run that loads the trace), the batches simulated and how many of them ran without asking the policy
 (`Policy.repeats`), peak RSS, and the machine's load average (the figures are only comparable at equal load).
 
-    python benchmarks/sim_speed.py [--policies sarathi,slai] [--mooncake FILE | --mooncake ''] [--repeats 3]
+    python benchmarks/sim_speed.py [--policies sarathi,slai | --policies ''] [--mooncake FILE | --mooncake '']
+        [--router cache-aware] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def main() -> None:
 
     engine.SimEngine._repeat = counted  # type: ignore[method-assign]
     out: dict = {"load_average": [round(x, 2) for x in os.getloadavg()], "target_s": TARGET_S, "policies": {}}
-    for policy in args.policies.split(","):
+    for policy in filter(None, args.policies.split(",")):  # --policies '': the Mooncake case alone
         wl = WorkloadConfig(trace=args.trace, num_requests=args.num_requests, qps=args.qps)
         spec = RunSpec(policy=policy, workload=wl, time_limit=args.time_limit)
         out["policies"][policy] = timed(spec, args.repeats, bulk)
