@@ -89,6 +89,8 @@ def main() -> None:
             enable_prefix_caching=True,
         )
         out["mooncake"] = {"target_s": MOONCAKE_TARGET_S, "router": args.router, **timed(spec, args.repeats, bulk)}
+    elif args.mooncake:
+        out["mooncake"] = f"skipped: {args.mooncake} not found (pass --mooncake FILE)"
     out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(json.dumps(out, indent=2))
