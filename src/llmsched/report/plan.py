@@ -12,11 +12,6 @@ from llmsched.report.files import write_csv
 from llmsched.report.html import table_html, write_html
 from llmsched.studies.plan import Evaluated, ModelPlan, Plan, Space, deploy_commands
 
-ABOVE_BOUND = (
-    "capacities above their stability bound: the runs were too short for the queue's growth to show "
-    "(raise --num-requests)"
-)
-
 
 def config_row(e: Evaluated) -> dict:
     c = e.config
@@ -36,9 +31,11 @@ def config_row(e: Evaluated) -> dict:
         "meets_target": e.meets,
         "target_run": None if e.at_target is None else ("short" if e.short else "full"),
         "target_reason": None if e.at_target is None or e.meets else e.at_target.reason,
+        "screen_qps": None if e.screen is None else e.screen.qps,
+        "screen_passed": None if e.screen is None else e.screen.passed,
         "capacity_qps": e.capacity,
         "capacity_runs": e.capacity_runs,
-        "above_bound": e.above_bound,
+        "stability_undecided_qps": [p.qps for p in e.undecided],
         "skipped": e.skipped,
     }
 
@@ -53,7 +50,7 @@ def model_json(m: ModelPlan) -> dict:
         "closest_miss": None,
         "frontier": [config_row(e) for e in m.frontier],
         "configurations": len(m.configs),
-        "simulated": sum(e.at_target is not None or e.capacity is not None for e in m.configs),
+        "simulated": sum(e.simulated for e in m.configs),
         "left_out_by_bound": sum(e.skipped.startswith("bound") and "target" in e.skipped for e in m.configs),
     }
     if m.answer is not None:
@@ -71,7 +68,7 @@ def plan_json(plan: Plan, space: Space) -> dict:
         "slo": plan.slo,
         "models": {m.model: model_json(m) for m in plan.models},
         "runs": plan.runs,
-        "above_bound": [str(e.config) for e in plan.configs if e.above_bound],
+        "stability_undecided": [str(e.config) for e in plan.configs if e.undecided],
         "shapes_left_out": [{"shape": s.what, "reason": s.reason} for s in plan.shapes_skipped],
         "prices": {gpu: str(price) for gpu, price in space.gpus},
         "settings": plan.settings,
@@ -108,7 +105,7 @@ def model_text(m: ModelPlan) -> list[str]:
             )
     lines.append("  frontier (cost per hour against capacity):")
     lines += [_line(e) for e in m.frontier]
-    simulated = sum(e.at_target is not None or e.capacity is not None for e in m.configs)
+    simulated = sum(e.simulated for e in m.configs)
     theory = sum(e.skipped.startswith("bound") and "target" in e.skipped for e in m.configs)
     lines.append(
         f"  {len(m.configs)} configurations: {simulated} simulated, {theory} left out by a stability bound below the "
@@ -117,13 +114,26 @@ def model_text(m: ModelPlan) -> list[str]:
     return lines
 
 
+def undecided_warning(plan: Plan) -> str | None:
+    """Says how many configurations' verdicts rested on runs too short for the stability test to decide."""
+    configs = [e for e in plan.configs if e.undecided]
+    if not configs:
+        return None
+    need = max(p.stability_needs or 0 for e in configs for p in e.undecided)
+    return (
+        f"warning: {len(configs)} configurations had a verdict resting on a run too short for the stability test to "
+        f"decide (its queue fluctuates more than the growth it must detect); about {need:,} requests per run would "
+        "decide (--num-requests)"
+    )
+
+
 def plan_text(plan: Plan, space: Space) -> str:
     lines = [f"target {plan.target_qps:g} QPS under SLO {plan.slo}"]
     for m in plan.models:
         lines += model_text(m)
-    above = [e for e in plan.configs if e.above_bound]
-    if above:
-        lines.append(f"warning: {len(above)} {ABOVE_BOUND}")
+    undecided = undecided_warning(plan)
+    if undecided:
+        lines.append(undecided)
     lines.append(f"{plan.runs} simulated runs")
     lines.append("prices: " + "; ".join(f"{g} {p}" for g, p in space.gpus))
     return "\n".join(lines)

@@ -16,7 +16,7 @@ results that the path does not take are dropped. Runs execute on a process pool 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tqdm import tqdm
 
@@ -39,6 +39,7 @@ class Point:
     flags: tuple[str, ...] = ()  # what is far out of line in a passing run (slo.out_of_line)
     # Requests the stability test would need to decide, where its verdict decided the run; None: it decided.
     stability_needs: int | None = None
+    short: bool = False  # the verdict of a screening run shorter than the spec's (`evaluate_screened`)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,17 @@ def evaluate(spec: RunSpec, slo: SLO) -> Point:
     return Point(spec.workload.qps, passed, reason, summary, stab.growth, stab.stable, flags, needs)
 
 
+def evaluate_screened(spec: RunSpec, slo: SLO, short: int | None) -> Point:
+    """`evaluate`, a run of `short` requests first: a short run that fails decides (a longer one only lets a queue grow
+    further), unless its only failure is a stability test too short to decide."""
+    n = spec.workload.num_requests
+    if short and n is not None and short < n:
+        p = evaluate(replace(spec, workload=replace(spec.workload, num_requests=short)), slo)
+        if not p.passed and (p.reason != QUEUE_GROWS or p.stability_needs is None):
+            return replace(p, short=True)
+    return evaluate(spec, slo)
+
+
 def search(
     specs: Iterable[RunSpec],
     slo: SLO,
@@ -117,8 +129,12 @@ def search(
     on_round: Callable[[list[Search]], None] | None = None,
     progress: bool = True,
     brackets: Sequence[tuple[float, float]] | None = None,
+    tops_fail: bool = False,
+    screen: int | None = None,
 ) -> list[Search]:
-    """`brackets`: per spec, (a rate known to pass or 0, the first top to try) instead of (0, start_qps)."""
+    """`brackets`: per spec, (a rate known to pass or 0, the first top to try) instead of (0, start_qps); with
+    `tops_fail`, the tops are known to fail (a stability bound) and the search bisects from the start. `screen`:
+    each run is screened by a run of that many requests first (`evaluate_screened`)."""
     if not start_qps > 0 or not 0 < granularity < 1:
         raise UserError("--start-qps must be positive and --granularity within (0, 1)")
     if max_rounds < 1:
@@ -127,7 +143,7 @@ def search(
     for i, spec in enumerate(specs):
         validate(spec)
         lo, hi = brackets[i] if brackets is not None else (0.0, min(start_qps, max_qps))
-        searches.append(Search(spec.policy, spec, Bracket(lo, hi)))
+        searches.append(Search(spec.policy, spec, Bracket(lo, hi, hi_failed=tops_fail and hi > lo)))
     rules = (granularity, max_qps, max_rounds)
     # closed however the search ends: a bar closed by the garbage collector prints after Ctrl-C's last line
     with tqdm(desc="capacity runs", unit="run", disable=not progress, leave=False) as bar:
@@ -140,11 +156,11 @@ def search(
             jobs, owners = [], []
             for s in active:
                 for q in _ahead(s, max(1, executor.workers // len(active)), rules):
-                    jobs.append((s.spec.at_qps(q), slo))
+                    jobs.append((s.spec.at_qps(q), slo, screen))
                     owners.append(s)
             bar.total = (bar.total or 0) + len(jobs)
             bar.refresh()
-            for s, p in zip(owners, executor.map(evaluate, jobs, bar), strict=True):
+            for s, p in zip(owners, executor.map(evaluate_screened, jobs, bar), strict=True):
                 s.runs[p.qps] = p
             if on_round:
                 on_round(searches)

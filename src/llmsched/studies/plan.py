@@ -9,9 +9,11 @@ frontier around it. docs/plan.md describes the search; in short:
    which one passes, the others at that cost are run as well.
 3. Their capacities (`studies/capacity.py`'s search, bracketed by the target below and the bound above): the answer
    is the one with the most headroom, its margin capacity / target - 1.
-4. The frontier: configurations by cost up to `frontier_cost` x the answer's; a configuration's capacity is searched
-   unless its bound is at most a capacity found at no higher cost (it cannot be on the frontier); a configuration's
-   capacity starts from the capacity of the same one with fewer replicas (more replicas never hold less).
+4. The frontier: configurations by cost up to `frontier_cost` x the answer's. One whose bound is at most a capacity
+   found at no higher cost cannot be on the frontier and is not run; the others are first run just above the most
+   capacity found at no higher cost (at `UNUSABLE` x their bound while none is found; a short run first), and only
+   those that pass there are searched, from there or from the capacity of the same configuration with fewer
+   replicas (more replicas never hold less).
 
 The runs made and every verdict depend only on the runs' results, never on the number of workers: the walks take
 `lookahead` candidates at a time (a fixed number, however many workers run them), a result that the walk one at a
@@ -34,13 +36,14 @@ from llmsched.perf.catalog import GPUS, PRICES, Price, get_gpu, get_model, kv_bl
 from llmsched.policies import POLICIES, needs_perf, policy_defaults
 from llmsched.routers import ROUTERS
 from llmsched.studies.bounds import spec_bound
-from llmsched.studies.capacity import Point, evaluate, search
+from llmsched.studies.capacity import Point, evaluate_screened, search
 from llmsched.studies.executor import Executor
 from llmsched.studies.slo import SLO
 from llmsched.studies.spec import MAX_TP, RunSpec, perf_provenance, validate
 
 NO_ROUTER = "-"  # a single replica has nothing to route
 LOOKAHEAD = 8  # candidates a walk runs at once: fixed, so that the plan does not depend on the worker count
+UNUSABLE = 0.05  # a configuration that fails its SLO at this share of its stability bound is not searched further
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,8 @@ class Evaluated:
     at_target: Point | None = None  # the run at the target rate (the full one, or the short one that failed)
     short: bool = False  # at_target is the short run
     capacity: float | None = None  # the highest rate found to meet the SLO
-    capacity_runs: int = 0
+    capacity_points: tuple[Point, ...] = ()  # the runs its capacity search decided on
+    screen: Point | None = None  # the frontier's screen: the run just above a capacity found at no higher cost
     skipped: str = ""  # why it was not simulated
 
     @property
@@ -208,9 +212,18 @@ class Evaluated:
         return None if self.at_target is None else self.at_target.passed
 
     @property
-    def above_bound(self) -> bool:
-        """A capacity above the stability bound: its runs were too short for the queue's growth to show."""
-        return self.capacity is not None and self.capacity > self.bound * (1 + 1e-9)
+    def simulated(self) -> bool:
+        return self.at_target is not None or self.screen is not None or self.capacity is not None
+
+    @property
+    def capacity_runs(self) -> int:
+        return len(self.capacity_points)
+
+    @property
+    def undecided(self) -> list[Point]:
+        """The runs whose verdict rested on a stability test too short to decide."""
+        runs = [*self.capacity_points, *(p for p in (self.at_target, self.screen) if p is not None)]
+        return sorted((p for p in runs if p.stability_needs is not None), key=lambda p: p.qps)
 
 
 @dataclass
@@ -294,7 +307,7 @@ def _plan_model(walk: _Walk, model: str, ev: list[Evaluated], target: float, fro
         walk.capacities(at_target, lo=target)
     else:  # the brute force: every configuration at the target and every capacity, from the target if it passed
         walk.at_target(ev)
-        walk.capacities(ev, lo=lambda e: target if e.meets else 0.0)
+        walk.capacities(ev, lo=lambda e: target if e.meets else 0.0, theory=False)
         passing = [e for e in ev if e.meets]
         at_target = [e for e in passing if e.cost == passing[0].cost] if passing else []
     answer = max(at_target, key=lambda e: e.capacity or 0.0, default=None)  # first of the best: order breaks ties
@@ -325,43 +338,40 @@ class _Walk:
         self.runs = 0
 
     def at_target(self, batch: list[Evaluated]) -> None:
-        """Run each at the target rate: the short run, then the full one for those the short run passed."""
-        todo = batch
-        if self.short:
-            points = self._map([(self._short_spec(e), self.slo) for e in todo])
-            for e, p in zip(todo, points, strict=True):
-                if not p.passed:
-                    e.at_target, e.short = p, True
-            todo = [e for e in todo if e.at_target is None]
-        for e, p in zip(todo, self._map([(e.config.spec(self.base).at_qps(self.target), self.slo) for e in todo]),
-                        strict=True):  # fmt: skip
-            e.at_target, e.short = p, False
+        """Run each at the target rate (`at_rates`)."""
+        for e, p in zip(batch, self.at_rates(batch, [self.target] * len(batch)), strict=True):
+            e.at_target, e.short = p, p.short
 
-    def capacities(self, batch: list[Evaluated], lo: float | Callable[[Evaluated], float]) -> None:
-        """Search each one's capacity: from `lo` (a rate known to pass, or 0), first trying its stability bound, which
-        no rate above can meet (a run that passes there is searched further up and flagged `above_bound`)."""
+    def at_rates(self, batch: list[Evaluated], rates: list[float]) -> list[Point]:
+        """Run each at its rate, screened by a short run (`capacity.evaluate_screened`)."""
+        specs = [e.config.spec(self.base).at_qps(q) for e, q in zip(batch, rates, strict=True)]
+        return self._map([(spec, self.slo, self.short) for spec in specs])
+
+    def capacities(self, batch: list[Evaluated], lo: float | Callable[[Evaluated], float], theory: bool = True) -> None:
+        """Search each one's capacity between `lo` (a rate known to pass, or 0) and its stability bound, which no
+        rate above can meet, so it is not run (without `theory`, the brute force's check of the theory, it is run
+        and a search that passes there goes on up); each run screened by a short one."""
         if not batch:
             return
         los = [lo(e) if callable(lo) else lo for e in batch]
         specs = [e.config.spec(self.base) for e in batch]
-        brackets = [(low, max(e.bound, low * 1.05, 1e-3)) for e, low in zip(batch, los, strict=True)]
-        searches = search(specs, self.slo, self.executor, brackets=brackets, granularity=self.granularity,
-                          progress=self.progress)  # fmt: skip
+        brackets = [
+            (low, max(e.bound, low) if theory else max(e.bound, low * 1.05, 1e-3))
+            for e, low in zip(batch, los, strict=True)
+        ]
+        searches = search(specs, self.slo, self.executor, brackets=brackets, tops_fail=theory, screen=self.short,
+                          granularity=self.granularity, progress=self.progress)  # fmt: skip
         for e, s, low in zip(batch, searches, los, strict=True):
             e.capacity = max(s.capacity, low)
-            e.capacity_runs = len(s.points)
+            e.capacity_points = tuple(s.points)
             self.runs += len(s.points)
-
-    def _short_spec(self, e: Evaluated) -> RunSpec:
-        spec = e.config.spec(self.base).at_qps(self.target)
-        return replace(spec, workload=replace(spec.workload, num_requests=self.short))
 
     def _map(self, jobs: list[tuple]) -> list[Point]:
         if not jobs:
             return []
         self.runs += len(jobs)
         with tqdm(total=len(jobs), desc="plan runs", unit="run", disable=not self.progress, leave=False) as bar:
-            return self.executor.map(evaluate, jobs, bar)
+            return self.executor.map(evaluate_screened, jobs, bar)
 
 
 def _cheapest(walk: _Walk, candidates: list[Evaluated]) -> list[Evaluated]:
@@ -409,11 +419,23 @@ def _frontier(walk: _Walk, ev: list[Evaluated], prune: bool) -> list[Evaluated]:
             if not prune or pending[j].bound > seen(pending[j]):
                 batch.append(pending[j])
             j += 1
-        walk.capacities(batch, lo=floor)
-        for e in pending[i:j]:  # in order: a search made ahead that a sequential walk would not make is dropped
+        # The screen: one run just above the most capacity found at no higher cost (with none found yet, at
+        # UNUSABLE x its bound). A configuration that fails it cannot be on the frontier, so its capacity is not
+        # searched: one run, often a short one, instead of a search's four to twelve.
+        screened = [e for e in batch if prune]
+        rates = [_just_above(seen(e)) if seen(e) > 0 else round(e.bound * UNUSABLE, 4) for e in screened]
+        for e, p in zip(screened, walk.at_rates(screened, rates), strict=True):
+            e.screen = p
+        to_search = [e for e in batch if e.screen is None or e.screen.passed]
+        walk.capacities(to_search, lo=lambda e: max(floor(e), e.screen.qps if e.screen is not None else 0.0))
+        for e in pending[i:j]:  # in order: a run made ahead that a sequential walk would not make is dropped
             if prune and e.bound <= seen(e):
-                e.capacity, e.capacity_runs = None, 0
+                e.capacity, e.capacity_points, e.screen = None, (), None
                 e.skipped = e.skipped or f"bound {e.bound:.3g} QPS <= a capacity found at no higher cost"
+                continue
+            if e.screen is not None and not e.screen.passed:
+                why = "just above a capacity found at no higher cost" if seen(e) > 0 else f"{UNUSABLE:.0%} of its bound"
+                e.skipped = e.skipped or f"fails at {e.screen.qps:g} QPS, {why}"
                 continue
             done.append(e)
         i = j
@@ -424,6 +446,11 @@ def _frontier(walk: _Walk, ev: list[Evaluated], prune: bool) -> list[Evaluated]:
             frontier.append(e)
             top = e.capacity or 0.0
     return frontier
+
+
+def _just_above(qps: float) -> float:
+    """The lowest rate of the searches' 4-decimal grid above `qps`."""
+    return math.floor(qps * 1e4 + 1) / 1e4
 
 
 def deploy_commands(c: Config, hf_repo: str) -> list[str]:
