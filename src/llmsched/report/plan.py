@@ -50,8 +50,8 @@ def model_json(m: ModelPlan) -> dict:
         "closest_miss": None,
         "frontier": [config_row(e) for e in m.frontier],
         "configurations": len(m.configs),
-        "simulated": sum(e.simulated for e in m.configs),
-        "left_out_by_bound": sum(e.skipped.startswith("bound") and "target" in e.skipped for e in m.configs),
+        "simulated": m.simulated,
+        "left_out_by_bound": m.left_out_by_bound,
     }
     if m.answer is not None:
         out["answer"] = {**config_row(m.answer), "label": str(m.answer.config), "margin": m.margin,
@@ -105,11 +105,9 @@ def model_text(m: ModelPlan) -> list[str]:
             )
     lines.append("  frontier (cost per hour against capacity):")
     lines += [_line(e) for e in m.frontier]
-    simulated = sum(e.simulated for e in m.configs)
-    theory = sum(e.skipped.startswith("bound") and "target" in e.skipped for e in m.configs)
     lines.append(
-        f"  {len(m.configs)} configurations: {simulated} simulated, {theory} left out by a stability bound below the "
-        "target, the rest by cost or by a capacity found at no higher cost"
+        f"  {len(m.configs)} configurations: {m.simulated} simulated, {m.left_out_by_bound} left out by a stability "
+        "bound below the target, the rest by cost or by a capacity found at no higher cost"
     )
     return lines
 

@@ -201,7 +201,6 @@ class Evaluated:
     bound: float  # the theory's stability bound (requests/s)
     batch_times: str  # "measured" or "estimated"
     at_target: Point | None = None  # the run at the target rate (the full one, or the short one that failed)
-    short: bool = False  # at_target is the short run
     capacity: float | None = None  # the highest rate found to meet the SLO
     capacity_points: tuple[Point, ...] = ()  # the runs its capacity search decided on
     screen: Point | None = None  # the frontier's screen: the run just above a capacity found at no higher cost
@@ -210,6 +209,11 @@ class Evaluated:
     @property
     def meets(self) -> bool | None:
         return None if self.at_target is None else self.at_target.passed
+
+    @property
+    def short(self) -> bool:
+        """The verdict at the target is the short run's."""
+        return self.at_target is not None and self.at_target.short
 
     @property
     def simulated(self) -> bool:
@@ -236,6 +240,15 @@ class ModelPlan:
     answer: Evaluated | None  # the cheapest configuration that meets the target (the most headroom among equals)
     closest: Evaluated | None  # with no answer: the configuration that came closest
     frontier: list[Evaluated]
+
+    @property
+    def simulated(self) -> int:
+        return sum(e.simulated for e in self.configs)
+
+    @property
+    def left_out_by_bound(self) -> int:
+        """Configurations not simulated because their stability bound is below the target."""
+        return sum(e.skipped.startswith("bound") and "target" in e.skipped for e in self.configs)
 
     @property
     def margin(self) -> float | None:
@@ -340,7 +353,7 @@ class _Walk:
     def at_target(self, batch: list[Evaluated]) -> None:
         """Run each at the target rate (`at_rates`)."""
         for e, p in zip(batch, self.at_rates(batch, [self.target] * len(batch)), strict=True):
-            e.at_target, e.short = p, p.short
+            e.at_target = p
 
     def at_rates(self, batch: list[Evaluated], rates: list[float]) -> list[Point]:
         """Run each at its rate, screened by a short run (`capacity.evaluate_screened`)."""
@@ -386,7 +399,7 @@ def _cheapest(walk: _Walk, candidates: list[Evaluated]) -> list[Evaluated]:
         walk.at_target(batch)
         for e in batch:
             if found is not None and e.cost > found:
-                e.at_target, e.short = None, False  # run ahead of a sequential walk: not part of the plan
+                e.at_target = None  # run ahead of a sequential walk: not part of the plan
                 continue
             if e.meets:
                 found = e.cost if found is None else found
