@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--baseline", default=None, help="the policy the others are compared with (default: the first)")
     ap.add_argument("--perf-model", default=None, help="the engine's batch-time model, for time-sized policies")
     ap.add_argument("--tiers", default=TIERS)
+    ap.add_argument("--policy-option", action="append", default=[], help="[POLICY:]KEY=VALUE, as bench-engine's")
     ap.add_argument("--time-limit", type=float, default=None, help="stop each run after this many seconds")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
@@ -97,6 +98,11 @@ def main() -> None:
     slo = {t.name: t.tbt * 1e3 for t in parse_tiers(args.tiers)}
     extra = ["--perf-model", args.perf_model] if args.perf_model else []
     extra += ["--time-limit", str(args.time_limit)] if args.time_limit else []
+
+    def options(policy: str) -> list[str]:  # each run gets its own policy's options and the unprefixed ones
+        own = [o for o in args.policy_option if o.split("=")[0].rpartition(":")[0] in ("", policy)]
+        return [a for o in own for a in ("--policy-option", o)]
+
     runs: dict[str, list[dict]] = {p: [] for p in policies}
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "scaled.csv"
@@ -105,7 +111,7 @@ def main() -> None:
             for policy in policies:
                 steps = Path(tmp) / f"steps{k}"
                 s = bench(args.model, policy, trace, args.qps, args.num_requests, args.tiers, *extra,
-                          "--steps-out", str(steps))  # fmt: skip
+                          *options(policy), "--steps-out", str(steps))  # fmt: skip
                 runs[policy].append(figures(s, steps / f"{policy}.csv"))
                 print(policy, json.dumps(runs[policy][-1]), file=sys.stderr, flush=True)
 
@@ -131,7 +137,7 @@ def main() -> None:
     out["baseline_median_ttft_at_least_1s"] = b["median_ttft_ms"] >= 1000
     out["setup"] = {"qps": args.qps, "num_requests": args.num_requests, "repeats": args.repeats, "tiers": args.tiers,
                     "policies": policies, "baseline": baseline, "perf_model": args.perf_model,
-                    "time_limit": args.time_limit}  # fmt: skip
+                    "time_limit": args.time_limit, "policy_options": args.policy_option}  # fmt: skip
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:

@@ -82,6 +82,31 @@ BAD = [
     (["profile", "--refit", "p.csv", "--fit-out", "/proc/x/f.json"], "Invalid value for '--fit-out'"),
     (["bench-engine", "--model", "m", "--qps", "0"], "Invalid value for '--qps'"),
     (["bench-engine", "--model", "m", "--qps", "1", "--policies", "slai,zzz"], "'zzz' is not one of vllm-default"),
+    (["bench-engine", "--model", "m", "--qps", "1", "--policy-option", "cap_s"], "is not [POLICY:]KEY=VALUE"),
+    (
+        ["bench-engine", "--model", "m", "--qps", "1", "--policies", "slai", "--policy-option", "slai:cap_s=1"],
+        "--policy-option: policy 'slai': SLAIConfig.__init__() got an unexpected keyword argument 'cap_s'",
+    ),
+    (
+        ["bench-engine", "--model", "m", "--qps", "1", "--policies", "slai", "--policy-option", "rad:x=1"],
+        "--policy-option rad:x: rad is not among the policies run",
+    ),
+    (
+        [
+            "bench-engine",
+            "--model",
+            "m",
+            "--qps",
+            "1",
+            "--policies",
+            "deadline-sized",
+            "--perf-model",
+            __file__,
+            "--policy-option",
+            "cap_s=-1",
+        ],
+        "cap_s positive",
+    ),
     (["model", "tiny", "/proc/x"], "Invalid value for 'OUT': cannot write in folder /proc/x"),
     # plan
     (["plan"], "Missing option '--qps'"),

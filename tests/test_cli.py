@@ -141,3 +141,14 @@ def test_a_timed_trace_replays_its_arrivals_and_cannot_vary_the_rate(capsys, wri
     assert code == 0 and json.loads(out)["duration_s"] > 50  # the second request arrived at 50 s, not at 100 QPS
     code, _, err = cli(capsys, "capacity", "--trace", trace)
     assert code == 2 and "--arrival poisson-capped" in err
+
+
+def test_policy_option_gives_each_policy_its_knobs():
+    from llmsched.commands.options import PolicyOption, policy_knobs
+
+    t = PolicyOption()
+    opts = tuple(t.convert(v, None, None) for v in ("deadline-sized:cap_s=2.5", "deadline-sized:srpt=false"))
+    assert opts == (("deadline-sized", "cap_s", 2.5), ("deadline-sized", "srpt", False))
+    knobs = policy_knobs(opts, ["slai", "deadline-sized"])
+    assert knobs == {"slai": {}, "deadline-sized": {"cap_s": 2.5, "srpt": False}}
+    assert policy_knobs((t.convert("aging=10", None, None),), ["deadline-sized"]) == {"deadline-sized": {"aging": 10}}

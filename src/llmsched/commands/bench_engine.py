@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from llmsched.commands.options import POSITIVE, POSITIVE_INT, SEED, NameList, writable_dir
+from llmsched.commands.options import POSITIVE, POSITIVE_INT, SEED, NameList, PolicyOption, policy_knobs, writable_dir
 from llmsched.errors import UserError
 from llmsched.integrations.vllm.engine import DEFAULT_POLICY
 from llmsched.policies import POLICIES, needs_perf
@@ -123,6 +124,14 @@ def run_policy(
     default=None,
     help="This engine's batch-time model (profile CSV or fitted JSON), for policies that size batches by time.",
 )
+@click.option(
+    "--policy-option",
+    "policy_options",
+    type=PolicyOption(),
+    multiple=True,
+    help="[POLICY:]KEY=VALUE, repeatable: a knob of POLICY (or of every policy run), e.g. deadline-sized:cap_s=2.5 "
+    "(knobs: docs/<policy>.md).",
+)
 @click.option("--prefix-caching", is_flag=True, help="Turn on vLLM's automatic prefix caching (off by default).")
 @click.option(
     "--prefix-repetition-num-prefixes",
@@ -157,6 +166,7 @@ def command(
     steps_out: str | None,
     run_log: str | None,
     perf_model: str | None,
+    policy_options: tuple[tuple[str | None, str, object], ...],
     prefix_caching: bool,
     num_prefixes: int,
     prefix_len: int,
@@ -169,6 +179,7 @@ def command(
     from llmsched.workload import WorkloadConfig, parse_tiers
 
     parse_tiers(tiers)
+    knobs = policy_knobs(policy_options, policies)
     check_model_dir(model_dir)
     max_len = model_max_len(model_dir)
     wl = WorkloadConfig(trace=trace, num_requests=num_requests, qps=qps, arrival="poisson", tiers=tiers, seed=seed)
@@ -187,7 +198,8 @@ def command(
         path = os.path.join(steps_out, f"{name}.csv") if steps_out is not None else None
         log_path = os.path.join(run_log, f"{name}.json") if run_log is not None else None
         prefixes = (num_prefixes, prefix_len)
-        _, out[name] = run_policy(setup, name, wl, max_len, time_limit, path, log_path, prefixes)
+        own = replace(setup, plugin={**setup.plugin, "options": knobs[name]}) if knobs[name] else setup
+        _, out[name] = run_policy(own, name, wl, max_len, time_limit, path, log_path, prefixes)
         if not as_json:
             click.echo(format_summary(out[name]))
             if "prefix_cache" in out[name]:

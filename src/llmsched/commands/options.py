@@ -14,7 +14,7 @@ from click.core import ParameterSource
 
 from llmsched.errors import UserError
 from llmsched.perf import GPUS, MODELS, get_model
-from llmsched.policies import POLICIES
+from llmsched.policies import POLICIES, make_policy
 from llmsched.routers import ROUTERS
 from llmsched.studies.executor import BACKENDS
 from llmsched.studies.spec import RunSpec
@@ -123,6 +123,51 @@ class NameList(click.ParamType):
         if len(set(names)) != len(names):
             self.fail(f"{value!r} names one twice", param, ctx)
         return names
+
+
+class PolicyOption(click.ParamType):
+    """[POLICY:]KEY=VALUE: one policy knob (`make_policy(name, KEY=VALUE)`), for POLICY only or for every policy
+    run; the value as a number, true/false, or text."""
+
+    name = "[policy:]key=value"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str | None, str, object]:
+        if isinstance(value, tuple):
+            return value
+        head, sep, text = str(value).partition("=")
+        policy, _, key = head.rpartition(":")
+        if not sep or not key.strip().isidentifier() or not text.strip():
+            self.fail(f"{value!r} is not [POLICY:]KEY=VALUE (e.g. deadline-sized:cap_s=2.5)", param, ctx)
+        if policy and policy not in POLICIES:
+            self.fail(f"{policy!r} is not one of {', '.join(POLICIES)}", param, ctx)
+        text = text.strip()
+        parsed: object = {"true": True, "false": False}.get(text.lower(), text)
+        for kind in (int, float):
+            try:
+                parsed = kind(text)
+                break
+            except ValueError:
+                pass
+        return policy or None, key.strip(), parsed
+
+
+def policy_knobs(options: tuple[tuple[str | None, str, object], ...], policies: list[str]) -> dict[str, dict]:
+    """Each policy's knobs from `PolicyOption` values, checked by building the policy (one-line error)."""
+    knobs: dict[str, dict] = {p: {} for p in policies}
+    for policy, key, value in options:
+        if policy is not None and policy not in knobs:
+            raise UserError(f"--policy-option {policy}:{key}: {policy} is not among the policies run")
+        for p in [policy] if policy else policies:
+            knobs[p][key] = value
+    for p, k in knobs.items():
+        if k:
+            try:
+                make_policy(p, **k)
+            except UserError as e:
+                raise UserError(f"--policy-option: {e}") from None
+    return knobs
 
 
 class IntList(click.ParamType):
