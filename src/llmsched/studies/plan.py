@@ -42,7 +42,7 @@ from llmsched.studies.slo import SLO
 from llmsched.studies.spec import MAX_TP, RunSpec, perf_provenance, validate
 
 NO_ROUTER = "-"  # a single replica has nothing to route
-LOOKAHEAD = 8  # candidates a walk runs at once: fixed, so that the plan does not depend on the worker count
+LOOKAHEAD = 2  # candidates a walk runs at once: fixed, so that the plan does not depend on the worker count
 UNUSABLE = 0.05  # a configuration that fails its SLO at this share of its stability bound is not searched further
 
 
