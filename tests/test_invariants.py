@@ -129,6 +129,58 @@ def test_slai_bulk_batches_stop_where_a_decode_is_not_critical(rows, blocks, bud
     assert outcome(ask=False) == outcome(ask=True)
 
 
+def bulk_and_asked(preset: str, reqs: list, blocks: int, budget: int, seqs: int = 16) -> tuple:
+    """A run that lets the engine run batches without asking, one that asks before each, and the policy's plans."""
+
+    def outcome(ask: bool) -> tuple:
+        policy, plans = make_policy(preset), [0]
+        schedule = policy.schedule
+
+        def counted(view):
+            plans[0] += 1
+            return schedule(view)
+
+        policy.schedule = counted
+        if ask:
+            policy.repeats = lambda view: False
+        cfg = EngineConfig(blocks, token_budget=budget, max_num_seqs=seqs, max_model_len=1024)
+        result = SimEngine(cfg, policy, PERF).run([Request(*r) for r in reqs])
+        per_request = [(r.state, r.preemptions, r.blocks, r.generated, r.token_times) for r in result.requests]
+        return per_request, vars(result.batches), plans[0]
+
+    return outcome(ask=False), outcome(ask=True)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(1, 700), st.integers(1, 150), st.sampled_from([0.05, 0.1, 0.5])),
+        min_size=1,
+        max_size=16,
+    ),
+    blocks=st.integers(80, 600),
+    budget=st.sampled_from([32, 128, 512]),
+    preset=st.sampled_from(["sarathi", "slai", "slai-spf-fixed", "slai-kv-guard"]),
+)
+def test_requests_finish_and_complete_their_prompts_in_bulk_as_batch_by_batch(rows, blocks, budget, preset):
+    """`bulk_finishes`: with nothing waiting, batches in which decodes finish and prompts complete run without asking
+    the policy; the requests and the batch log are those of a run that asks before each batch."""
+    reqs = [(i, float(a), p, d, "t", t) for i, (a, p, d, t) in enumerate(rows)]
+    bulk, asked = bulk_and_asked(preset, reqs, blocks, budget)
+    assert bulk[:2] == asked[:2]
+
+
+@pytest.mark.parametrize("preset", ["sarathi", "slai"])
+def test_a_batch_of_requests_runs_to_the_end_without_asking_again(preset):
+    """Admitted together and nothing waiting: after the batch that admits them, the prompts complete and the decodes
+    finish one after another without the policy being asked again."""
+    # A TBT below SLAI's offset times the mean batch: each decode is critical at each batch (`SLAI.repeats`).
+    reqs = [(i, 0.0, 100 + 30 * i, d, "t", 0.05) for i, d in enumerate([5, 12, 12, 40])]
+    bulk, asked = bulk_and_asked(preset, reqs, blocks=400, budget=512)  # all admitted in the first batch
+    assert bulk[:2] == asked[:2]
+    assert bulk[2] == 1 < asked[2] == len(asked[1]["start"])
+
+
 def test_requests_that_can_never_fit_are_rejected_not_dropped():
     _, result = simulate("sarathi", [(0, 900, 5, 0.5), (0, 10, 5, 0.5)], num_blocks=20, budget=512, seqs=4, limit=None)
     states = {r.id: (r.state, r.reason) for r in result.requests}

@@ -104,20 +104,35 @@ class Policy:
         in running order, a chunk of every prefill in progress as large as what the token budget leaves (Sarathi's
         stall-free batching with nothing to admit), and nothing else? Asked after each batch. True lets an engine run
         those batches without asking (`SimEngine._repeat`) for as long as no request arrives, finishes or completes
-        its prompt, the time limit is not reached, and every decode keeps a free KV block to spare beyond the one it
-        may take; it then reports them with one `on_batches_done`. While requests wait, the engine runs only batches
-        that the decodes and chunks fill to the budget this way (a policy admits nothing into a full batch). The
-        default, False, is always safe."""
+        its prompt (but see `bulk_finishes`), the time limit is not reached, and every decode keeps a free KV block to
+        spare beyond the one it may take; it then reports them with one `on_batches_done`. While requests wait, the
+        engine runs only batches that the decodes and chunks fill to the budget this way (a policy admits nothing into
+        a full batch). The default, False, is always safe."""
         return False
+
+    # True: while nothing waits, `repeats` also holds past batches in which requests finish or complete their prompt
+    # (the decode a completed prompt starts then runs each batch too), as long as the decodes fit the token budget.
+    # The engine then runs those batches without asking as well (`on_batches_done` gets who finished). For a policy
+    # whose plan for the requests that remain does not depend on those that left. Read after each `repeats`.
+    bulk_finishes = False
 
     # Optional: (free KV blocks after a batch, its start, its end) -> bool. An engine running batches without asking
     # (`repeats`) calls it after each one, in order, and stops the stretch after a batch it answers False to: the
     # policy would plan the next one otherwise. For a policy whose `repeats` holds whatever the batches' times.
     bulk_batch_done: Callable[[int, float, float], bool] | None = None
 
-    def on_batches_done(self, view: EngineView, plan: Plan, starts: Sequence[float], ends: Sequence[float]) -> None:
+    def on_batches_done(
+        self,
+        view: EngineView,
+        plan: Plan,
+        starts: Sequence[float],
+        ends: Sequence[float],
+        finished: Sequence[Req] = (),
+    ) -> None:
         """Batches the engine ran without asking (`repeats`), in order; `plan` is the last one's and the view the one
-        after it. A policy that overrides `repeats` keeps its state as if `on_batch_done` had followed each."""
+        after it. A policy that overrides `repeats` keeps its state as if `on_batch_done` had followed each.
+        With `bulk_finishes`, `finished` holds the requests that finished in them, in order (those of the last batch
+        are in `plan` too), and a prefill whose prompt completed before the last batch is among its decodes."""
         if type(self).on_batch_done is Policy.on_batch_done:
             return  # keeps no state
         for start, end in zip(starts, ends, strict=True):

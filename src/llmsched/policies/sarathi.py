@@ -20,6 +20,7 @@ ORDERS = ("fcfs", "spf", "spf-uncached", "lpm")
 class Sarathi(Policy):
     name = "sarathi"
     sarathi_rules = True
+    bulk_finishes = True  # keeps no state: with nothing waiting, the next batch is the remaining decodes and chunks
     defaults = {"token_budget": 512, "max_num_seqs": 128}
 
     def __init__(self, order: str = "fcfs") -> None:

@@ -172,6 +172,8 @@ class SLAI(Policy):
         prefill a chunk of the rest, a full batch admits nothing, no decode is left for step 4): the same batch, as
         long as every decode is critical again when the next batch starts (`bulk_batch_done`)."""
         self._bulk = None
+        # Bulk finishes and completions keep every decode within beta: max_num_seqs bounds them.
+        self.bulk_finishes = view.max_num_seqs <= self.cfg.limit_total_decodes
         if not self.paused:
             if not admits_nothing(view):
                 return False
@@ -204,9 +206,22 @@ class SLAI(Policy):
         )
         return end + tbt - offset * mean <= end
 
-    def on_batches_done(self, view: EngineView, plan: Plan, starts: Sequence[float], ends: Sequence[float]) -> None:
+    def on_batches_done(
+        self,
+        view: EngineView,
+        plan: Plan,
+        starts: Sequence[float],
+        ends: Sequence[float],
+        finished: Sequence[Req] = (),
+    ) -> None:
         """Every batch but the last only moves the mean batch duration: each requeue of a batch that took every
-        decode replaces the one before, and the offset is read from the view after the last."""
+        decode replaces the one before, and the offset is read from the view after the last. A decode that finished
+        in them leaves the queue, and a prefill whose prompt completed leaves `paused`, as the `on_batch_done` of
+        their batch would have let them."""
+        for r in finished:
+            self.decodes.forget(r.id)
+        if self.paused:
+            self.paused = [r for r in self.paused if not r.is_decoding]
         for start, end in zip(starts[:-1], ends[:-1], strict=True):
             self.batches += 1
             self.mean_batch += (end - start - self.mean_batch) / self.batches

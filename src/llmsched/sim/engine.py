@@ -274,19 +274,25 @@ class SimEngine:
         requests wait, only batches that the decodes and chunks fill run so (one with room would admit). A policy with
         `bulk_batch_done` is asked after each batch whether the next would be the same. With prefix
         caching each bulk batch caches its chunks' newly full blocks, then takes its decodes' new blocks, in
-        `_run_batch`'s order, so the cache's books are those of batch-by-batch runs. Returns the clock after them
+        `_run_batch`'s order, so the cache's books are those of batch-by-batch runs.
+        A policy with `bulk_finishes` also has batches in which decodes finish and prompts complete run in bulk, while
+        nothing waits and without prefix caching (where the order of a batch's releases and takes would matter): as
+        in `_run_batch`, a completed prompt's first token (and its decode's next ones) and a finished decode's last
+        token come at the end of their batch, and a finished request leaves then. Returns the clock after them
         (unchanged if none ran)."""
         running = self.running
         decodes = [r for r in running if r.is_decoding]
         n, bs, budget, limit = len(decodes), self.block_size, self.token_budget, self.cfg.time_limit
         if n > budget:
             return self.now
-        m = min(map(sub, map(_decode_len, decodes), map(_generated, decodes)), default=1 << 62) - 1
+        lefts = list(map(sub, map(_decode_len, decodes), map(_generated, decodes)))  # the batch each ends in, + 1
+        m = min(lefts, default=1 << 62) - 1  # the first batch in which a decode finishes
         prefills = [[r, r.num_prompt - r.prefilled, r.computed] for r in running if not r.is_decoding]
         # The batch (from 0) in which each decode first takes a block: when every block it holds is full. It then
         # takes one every `bs` batches, so a batch's takes are counted by that first batch modulo bs (`per_phase`);
         # a decode holding more than a block to spare (reserving policies) starts later and is counted apart.
-        firsts = list(map(sub, map(mul, map(_blocks, decodes), repeat(bs)), map(_computed, decodes)))
+        computeds = list(map(_computed, decodes))
+        firsts = list(map(sub, map(mul, map(_blocks, decodes), repeat(bs)), computeds))
         per_phase = [0] * bs
         late: dict[int, int] = {}  # batch -> takes of the decodes whose first is beyond the first bs batches
         for j in firsts:
@@ -297,30 +303,40 @@ class SimEngine:
                     late[j] = late.get(j, 0) + 1
                     j += bs
         batch_time, extra, total, kv = self.perf.batch_time, self.cfg.batch_overhead_s, self.total_blocks, self.kv
-        ctx = sum(map(_computed, decodes))
+        ctx = sum(computeds)
         free, t = self.free_blocks, self.now
         waiting = bool(self.queue.fcfs)
+        # Finishes and completions in bulk: only where every decode holds at most the block it fills (`per_phase`
+        # counts them all); the decodes a completed prompt adds join from the next batch (`since`).
+        fold = self.policy.bulk_finishes and kv is None and not waiting and max(firsts, default=0) < bs
+        since = [0] * n if fold else []
         ask = self.policy.bulk_batch_done
         starts: list[float] = []
         ends: list[float] = []
         used: list[int] = []
         tokens: list[int] = []
         counts: list[int] = []
+        ns: list[int] = []  # decodes per batch, and running requests after it (they change as requests finish)
+        runs: list[int] = []
+        left_running = len(running)
+        finished: list[Request] = []
         chunks: list[tuple[int, int]] = []
-        last: list[tuple[int, int]] = []  # the chunks of the last batch run in bulk
+        last_prefills, last_chunks, last_decodes = prefills, chunks, decodes  # the last batch run in bulk
         edge = True  # the loop stopped at a batch that finishes a decode or completes a prompt
-        for j in range(max(m, 0)):
-            if t >= until or (limit is not None and t >= limit) or free <= n:
+        for j in range((1 << 62) if fold else max(m, 0)):
+            if t >= until or (limit is not None and t >= limit) or free <= n or n > budget:
                 edge = False
                 break
-            room, chunks = budget - n, []
+            room, chunks, completed = budget - n, [], 0
             for p in prefills:
                 if room <= 0:
                     break
                 c = min(p[1], room)
-                if c == p[1]:  # completes its prompt: the edge
-                    room = -1
-                    break
+                if c == p[1]:  # completes its prompt: the edge, unless its decode can join (fills its last block)
+                    if not fold or not 0 <= p[0].blocks * bs - p[2] - c < bs:
+                        room = -1
+                        break
+                    completed += 1
                 chunks.append((c, p[2]))
                 room -= c
             if room < 0:
@@ -356,42 +372,108 @@ class SimEngine:
             end = t + batch_time(shape) + extra
             starts.append(t)
             ends.append(end)
-            used.append(total - free)
             tokens.append(shape.prefill_tokens)
             counts.append(len(chunks))
+            ns.append(n)
             ctx += n
-            last = chunks
+            last_prefills, last_chunks, last_decodes = prefills, chunks, decodes
+            if completed or j == m:  # (folding) requests leave and decodes join at the end of this batch
+                self.free_blocks = free
+                joined: list[Request] = []
+                for p, _ in zip(prefills, chunks, strict=False):
+                    if not p[1]:  # its prompt completed: its first token, as `_run_batch` gives it
+                        r = p[0]
+                        r.prefilled, r.computed, r.is_decoding = r.num_prompt, p[2], True
+                        if self._emit(r, end):
+                            finished.append(r)
+                        else:
+                            joined.append(r)
+                if completed:
+                    prefills = [p for p in prefills if p[1]]
+                if j == m:
+                    keep = []
+                    for i, r in enumerate(decodes):
+                        if lefts[i] != j + 1:
+                            keep.append(i)
+                            continue
+                        first, s = firsts[i], since[i]
+                        if first <= j:
+                            r.blocks += 1 + (j - first) // bs
+                        per_phase[first % bs] -= 1
+                        r.computed += j + 1 - s
+                        r.generated += j + 1 - s
+                        r.token_times.extend(ends[s:] if s else ends)
+                        ctx -= r.computed
+                        self._finish(r, end)
+                        finished.append(r)
+                    decodes = [decodes[i] for i in keep]
+                    firsts = [firsts[i] for i in keep]
+                    lefts = [lefts[i] for i in keep]
+                    since = [since[i] for i in keep]
+                for r in joined:
+                    first = j + 1 + r.blocks * bs - r.computed
+                    per_phase[first % bs] += 1
+                    ctx += r.computed
+                    decodes = [*decodes, r]
+                    firsts.append(first)
+                    lefts.append(j + 1 + r.decode_len - r.generated)
+                    since.append(j + 1)
+                free = self.free_blocks
+                left_running = len(running) - len(finished)
+                n = len(decodes)
+                m = min(lefts, default=1 << 62) - 1
+            used.append(total - free)
+            runs.append(left_running)
             if ask is not None and not ask(free, t, end):  # the policy would plan the next batch otherwise
                 t = end
                 edge = False
                 break
             t = end
+            if not n and not prefills:  # (folding) every request left
+                edge = False
+                break
         k = len(ends)
         if k:
-            for r, first in zip(decodes, firsts, strict=True):
-                if first < k:
-                    r.blocks += 1 + (k - 1 - first) // bs
-                r.computed += k
-                r.generated += k
-                r.token_times.extend(ends)
+            if since:
+                for r, first, s in zip(decodes, firsts, since, strict=True):
+                    if first < k:
+                        r.blocks += 1 + (k - 1 - first) // bs
+                    r.computed += k - s
+                    r.generated += k - s
+                    r.token_times.extend(ends[s:] if s else ends)
+            else:
+                for r, first in zip(decodes, firsts, strict=True):
+                    if first < k:
+                        r.blocks += 1 + (k - 1 - first) // bs
+                    r.computed += k
+                    r.generated += k
+                    r.token_times.extend(ends)
             for r, rem, computed in prefills:
                 r.prefilled = r.num_prompt - rem
                 r.computed = computed
+            if finished:
+                self.running = [r for r in running if r.state == RUNNING]
             self.free_blocks = free
             log = self.log
             log.start.extend(starts)
             log.duration.extend(map(sub, ends, starts))
             log.prefill_tokens.extend(tokens)
             log.prefills.extend(counts)
-            log.decodes.extend([n] * k)
+            log.decodes.extend(ns)
             log.kv_blocks_used.extend(used)
             log.waiting.extend([len(self.queue)] * k)
-            log.running.extend([len(running)] * k)
+            log.running.extend(runs)
             log.preempted.extend([0] * k)
             log.replica.extend([self.replica] * k)
             self.clock = t
-            plan = Plan(prefills=[(p[0], c) for p, (c, _) in zip(prefills, last, strict=False)], decodes=decodes)
-            self.policy.on_batches_done(self, plan, starts, ends)
+            last = Plan(
+                prefills=[(p[0], c) for p, (c, _) in zip(last_prefills, last_chunks, strict=False)],
+                decodes=last_decodes,
+            )
+            if finished:
+                self.policy.on_batches_done(self, last, starts, ends, finished)
+            else:
+                self.policy.on_batches_done(self, last, starts, ends)
         if not edge or waiting or t >= until or (limit is not None and t >= limit) or free <= n:
             return t
         plan = Plan(decodes=decodes)
