@@ -184,7 +184,7 @@ def add_decodes_preempting(b: BatchBuilder, running: Sequence[Req]) -> None:
     is left but the decode itself, preempt it."""
     decodes = [r for r in running if r.is_decoding]
     bs = b.view.block_size
-    need = sum(r.computed >= r.blocks * bs for r in decodes)  # needs_block, inlined: this runs every batch
+    need = sum([r.computed >= r.blocks * bs for r in decodes])  # needs_block, inlined: this runs every batch
     # The common case: everything fits, no preemption (with a block to spare, every decode saw one free)
     if len(decodes) <= b.room and need + b.decode_floor <= b.free:
         b.plan.decodes.extend(decodes)

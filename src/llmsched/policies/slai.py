@@ -126,7 +126,7 @@ class SLAI(Policy):
             # Every decode is critical and, if KV has a block for each that needs one, all fit: the loop below
             # would take them all in LST order, one pop at a time.
             bs = b.view.block_size
-            need = sum(r.computed >= r.blocks * bs for r in q.deadline_requests())
+            need = sum([r.computed >= r.blocks * bs for r in q.deadline_requests()])
             if need + b.decode_floor <= b.free:
                 b.plan.decodes.extend(q.take_in_order())
                 b.tokens += n
@@ -184,7 +184,7 @@ class SLAI(Policy):
         n = self.decodes.live()
         if n + 1 != len(view.running) or n > min(view.token_budget, self.cfg.limit_total_decodes):
             return False
-        tbt = max((r.tbt for r in view.running if r.is_decoding), default=0.0)
+        tbt = max([r.tbt for r in view.running if r.is_decoding], default=0.0)
         self._bulk = (self.batches, self.mean_batch, tbt, view.total_blocks)
         return True
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from operator import attrgetter, mul, sub
+from operator import sub
 
 from llmsched.perf.base import BatchShape, PerfModel
 from llmsched.policies.batch import blocks_for
@@ -30,9 +29,6 @@ from llmsched.sim.arrivals import Arrivals
 from llmsched.sim.kv_cache import PrefixCache
 from llmsched.workload.request import FINISHED, REJECTED, RUNNING, UNFINISHED, WAITING, Request
 from llmsched.workload.source import Workload
-
-_computed, _blocks = attrgetter("computed"), attrgetter("blocks")
-_decode_len, _generated = attrgetter("decode_len"), attrgetter("generated")
 
 
 @dataclass(frozen=True)
@@ -215,7 +211,7 @@ class SimEngine:
             sum(ctx for _, ctx in chunks) if chunks else 0,
             len(chunks),
             len(decodes),
-            sum(map(_computed, decodes)),
+            sum([r.computed for r in decodes]),
         )
         end = start + self.perf.batch_time(shape) + self.cfg.batch_overhead_s
         finished = False
@@ -285,14 +281,15 @@ class SimEngine:
         n, bs, budget, limit = len(decodes), self.block_size, self.token_budget, self.cfg.time_limit
         if n > budget:
             return self.now
-        lefts = list(map(sub, map(_decode_len, decodes), map(_generated, decodes)))  # the batch each ends in, + 1
+        # List comprehensions, not maps of attrgetters: Python 3.11 reads slots faster in its own loop.
+        lefts = [r.decode_len - r.generated for r in decodes]  # the batch each finishes in, + 1
         m = min(lefts, default=1 << 62) - 1  # the first batch in which a decode finishes
         prefills = [[r, r.num_prompt - r.prefilled, r.computed] for r in running if not r.is_decoding]
         # The batch (from 0) in which each decode first takes a block: when every block it holds is full. It then
         # takes one every `bs` batches, so a batch's takes are counted by that first batch modulo bs (`per_phase`);
         # a decode holding more than a block to spare (reserving policies) starts later and is counted apart.
-        computeds = list(map(_computed, decodes))
-        firsts = list(map(sub, map(mul, map(_blocks, decodes), repeat(bs)), computeds))
+        computeds = [r.computed for r in decodes]
+        firsts = [r.blocks * bs - c for r, c in zip(decodes, computeds, strict=True)]
         per_phase = [0] * bs
         late: dict[int, int] = {}  # batch -> takes of the decodes whose first is beyond the first bs batches
         for j in firsts:
