@@ -1,5 +1,6 @@
 """Invariants every policy must keep, over random workloads (hypothesis)."""
 
+import copy
 import json
 
 import numpy as np
@@ -93,6 +94,7 @@ def test_batches_run_without_asking_the_policy_are_those_it_would_plan(rows, blo
         policy = make_policy(name)
         if ask:
             policy.repeats = lambda view: False
+            policy.holds = lambda view: None
         cfg = EngineConfig(blocks, token_budget=budget, max_num_seqs=seqs, max_model_len=1024, time_limit=limit)
         result = SimEngine(cfg, policy, PERF).run(reqs)
         per_request = [(r.state, r.reason, r.preemptions, r.blocks, r.token_times) for r in result.requests]
@@ -122,6 +124,7 @@ def test_slai_bulk_batches_stop_where_a_decode_is_not_critical(rows, blocks, bud
         policy = make_policy(preset)
         if ask:
             policy.repeats = lambda view: False
+            policy.holds = lambda view: None
         cfg = EngineConfig(blocks, token_budget=budget, max_num_seqs=16, max_model_len=1024)
         result = SimEngine(cfg, policy, PERF).run(reqs)
         return [(r.state, r.preemptions, r.token_times) for r in result.requests], vars(result.batches)
@@ -143,6 +146,7 @@ def bulk_and_asked(preset: str, reqs: list, blocks: int, budget: int, seqs: int 
         policy.schedule = counted
         if ask:
             policy.repeats = lambda view: False
+            policy.holds = lambda view: None
         cfg = EngineConfig(blocks, token_budget=budget, max_num_seqs=seqs, max_model_len=1024)
         result = SimEngine(cfg, policy, PERF).run([Request(*r) for r in reqs])
         per_request = [(r.state, r.preemptions, r.blocks, r.generated, r.token_times) for r in result.requests]
@@ -179,6 +183,69 @@ def test_a_batch_of_requests_runs_to_the_end_without_asking_again(preset):
     bulk, asked = bulk_and_asked(preset, reqs, blocks=400, budget=512)  # all admitted in the first batch
     assert bulk[:2] == asked[:2]
     assert bulk[2] == 1 < asked[2] == len(asked[1]["start"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.tuples(st.floats(0, 4), st.integers(20, 1000), st.integers(1, 60), st.sampled_from([0.05, 0.5, 5.0])),
+        min_size=1,
+        max_size=20,
+    ),
+    budget=st.sampled_from([16, 64, 128]),
+    preset=st.sampled_from(["slai", "slai-fcfs-fixed", "slai-kv-guard"]),
+    caching=st.booleans(),
+)
+def test_slai_chunk_only_batches_run_as_batch_by_batch(rows, budget, preset, caching):
+    """`SLAI.holds`: while no decode is critical, paused prefills take whole-budget chunks in turn without SLAI being
+    asked (long prompts, loose TBTs); the requests, the batch log and the cache's books are those of a run that asks
+    before each batch."""
+    # Prompts of three conversations, 32-token blocks: some share their first blocks.
+    reqs = [
+        Request(i, a, p, d, "t", t, prefix_ids=tuple(100 * (i % 3) + j for j in range(-(-p // 32))), prefix_block=32)
+        for i, (a, p, d, t) in enumerate(rows)
+    ]
+    bulk = chunk_only_outcome(preset, reqs, budget, caching, ask=False)
+    assert bulk[:-1] == chunk_only_outcome(preset, reqs, budget, caching, ask=True)[:-1]
+    # Against runs that hold nothing back, the plans SLAI still makes are the same, decodes in the same order (what
+    # a batch releases first matters to the cache); runs that ask before each batch may order them otherwise.
+    held = chunk_only_outcome(preset, reqs, budget, caching, ask=False, hold=False)
+    assert bulk[:-1] == held[:-1] and bulk[-1].items() <= held[-1].items()
+
+
+def chunk_only_outcome(preset: str, reqs: list, budget: int, caching: bool, ask: bool, hold: bool = True) -> tuple:
+    """A run's requests, batch log, cache books and SLAI's state, and the plans SLAI made, by their batch's start."""
+    cfg = EngineConfig(
+        400, token_budget=budget, max_num_seqs=8, max_model_len=1024, block_size=8, enable_prefix_caching=caching
+    )
+    policy, plans = make_policy(preset), {}
+    schedule = policy.schedule
+
+    def recorded(view):
+        plan = schedule(view)
+        plans[view.clock] = ([r.id for r in plan.decodes], [(r.id, k) for r, k in plan.prefills])
+        return plan
+
+    policy.schedule = recorded
+    if ask:
+        policy.repeats = lambda view: False
+    if ask or not hold:
+        policy.holds = lambda view: None
+    engine = SimEngine(cfg, policy, PERF)
+    result = engine.run([copy.copy(r) for r in reqs])
+    per_request = [(r.state, r.preemptions, r.blocks, r.cached_tokens, r.token_times) for r in result.requests]
+    books = (engine.kv.evicted, engine.kv.cached_free, engine.kv.free) if caching else ()
+    return per_request, vars(result.batches), books, policy.paused, dict(policy.lst), plans
+
+
+def test_slai_holds_a_loose_decode_while_a_long_prompt_takes_whole_chunks():
+    """A decode far from its deadline waits while a long prompt takes the whole budget: SLAI plans those batches
+    once, not one by one, and the run is the batch-by-batch one."""
+    reqs = [Request(0, 0.0, 20, 60, "t", 5.0), Request(1, 0.05, 1000, 5, "t", 5.0)]
+    bulk = chunk_only_outcome("slai", reqs, 64, False, ask=False)
+    asked = chunk_only_outcome("slai", reqs, 64, False, ask=True)
+    assert bulk[:-1] == asked[:-1]
+    assert 0 in bulk[1]["decodes"] and len(bulk[-1]) < len(asked[-1]) // 2
 
 
 def test_requests_that_can_never_fit_are_rejected_not_dropped():

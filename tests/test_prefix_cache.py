@@ -136,6 +136,7 @@ def test_bulk_batches_keep_the_cache_as_batch_by_batch_runs(rows, pb, bs, blocks
         policy = make_policy(name, **({"tile": 64} if name == "rad" else {}))
         if ask:
             policy.repeats = lambda view: False
+            policy.holds = lambda view: None
         engine = SimEngine(cfg, policy, PERF)
         result = engine.run(copy.deepcopy(reqs))
         per_request = [(r.state, r.cached_tokens, r.preemptions, r.token_times) for r in result.requests]

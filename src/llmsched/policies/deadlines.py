@@ -116,6 +116,16 @@ class DeadlineQueue:
         else:  # every decode ran: fresh entries only, heapified when first popped
             self._heap, self._clean, self._heaped, self._order = entries, True, False, requests
 
+    def pass_over(self, first: float, last: float) -> None:
+        """What batches that take no decode do to the queue, the first starting at `first` and the last at `last`: as
+        SLAI's `schedule` looks for critical decodes, each drops the (stale) entries at the head due by its start,
+        then its `on_batch_done` requeues none. Every entry due by `last` must be stale."""
+        for t in (first, last):
+            while self and self.head() <= t:
+                if self.pop() is not None:
+                    raise RuntimeError("a decode due within batches that took none")
+            self.requeue([], [])
+
     def _heapify(self) -> None:
         if not self._heaped:
             heapq.heapify(self._heap)

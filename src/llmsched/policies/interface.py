@@ -121,6 +121,23 @@ class Policy:
     # policy would plan the next one otherwise. For a policy whose `repeats` holds whatever the batches' times.
     bulk_batch_done: Callable[[int, float, float], bool] | None = None
 
+    def holds(self, view: EngineView) -> tuple[Sequence[Req], float] | None:
+        """Asked after each batch where `repeats` is False. Would `schedule` plan, at each following batch that starts
+        before the time returned, a chunk of the whole token budget for the next prefill of the sequence returned (in
+        turn, from its first), and nothing else: no decode, no admission (a full batch admits nothing), as long as no
+        request arrives and that prefill has more than the budget left? True lets an engine run those batches without
+        asking (`SimEngine._hold`) and report them with one `on_chunks_done`. The default, None (no), is always
+        safe."""
+        return None
+
+    def on_chunks_done(
+        self, view: EngineView, chunked: Sequence[Req], starts: Sequence[float], ends: Sequence[float]
+    ) -> None:
+        """Batches the engine ran without asking as `holds` allowed, in order; `chunked[i]` got the i-th one's chunk.
+        The view is the one after the last. A policy keeps its state as if `schedule` had planned each and
+        `on_batch_done` had followed it."""
+        raise NotImplementedError
+
     def on_batches_done(
         self,
         view: EngineView,

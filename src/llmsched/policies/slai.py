@@ -18,6 +18,7 @@ for (docs/slai.md).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -205,6 +206,31 @@ class SLAI(Policy):
             else offset_at(free_blocks, total, c.memory_limit, c.below_memory_limit_offset, c.above_memory_limit_offset)
         )
         return end + tbt - offset * mean <= end
+
+    def holds(self, view: EngineView) -> tuple[list[Req], float] | None:
+        """No decode critical and the first paused prefill has more than the token budget left: `schedule` gives it a
+        chunk of the whole budget (a full batch admits nothing and takes no relaxed decode) and `on_batch_done` moves
+        it to the end of `paused`, so the paused prefills take the batches in turn until a decode turns critical (the
+        earliest deadline) or the one whose turn it is has the budget or less left."""
+        if not self.paused or self.paused[0].remaining_prefill <= view.token_budget:
+            return None
+        due = min(self.decodes.deadline.values(), default=math.inf)
+        return (list(self.paused), due) if due > view.clock else None
+
+    def on_chunks_done(
+        self, view: EngineView, chunked: Sequence[Req], starts: Sequence[float], ends: Sequence[float]
+    ) -> None:
+        for start, end in zip(starts, ends, strict=True):
+            self.batches += 1
+            self.mean_batch += (end - start - self.mean_batch) / self.batches
+        for r in chunked:
+            self.paused.remove(r)
+            self.paused.append(r)
+        if not self.cfg.fixed_offset:
+            self.offset = kv_offset(
+                view, self.cfg.memory_limit, self.cfg.below_memory_limit_offset, self.cfg.above_memory_limit_offset
+            )
+        self.decodes.pass_over(starts[0], starts[-1])
 
     def on_batches_done(
         self,

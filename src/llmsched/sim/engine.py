@@ -71,6 +71,7 @@ class SimEngine:
         self.enable_prefix_caching = cfg.enable_prefix_caching
         self.kv = PrefixCache(cfg.num_blocks, cfg.block_size) if cfg.enable_prefix_caching else None
         self._repeats = getattr(policy, "repeats", None)
+        self._holds = getattr(policy, "holds", None)
 
     # --- the view -------------------------------------------------------------------------------------
     @property
@@ -179,8 +180,13 @@ class SimEngine:
                 return
             self.now = self._run_batch(plan, self.now)
             # A stretch may start only before `until` (`_repeat` would run nothing): skip building it.
-            while self.running and self.now < until and self._repeats is not None and self._repeats(self):
-                t = self._repeat(until)
+            while self.running and self.now < until:
+                if self._repeats is not None and self._repeats(self):
+                    t = self._repeat(until)
+                elif self._holds is not None and (held := self._holds(self)) is not None:
+                    t = self._hold(until, *held)
+                else:
+                    break
                 if t == self.now:
                     break
                 self.now = t
@@ -483,6 +489,55 @@ class SimEngine:
             room -= c
         self.clock = t
         return self._run_batch(plan, t)
+
+    def _hold(self, until: float, order: Sequence[Request], due: float) -> float:
+        """Run the batches the policy would plan next without asking it (`Policy.holds`): chunks only, of the whole
+        token budget, to the prefills of `order` in turn, every decode held back; each runs if it starts before
+        `due`, `until` and the time limit and the prefill whose turn it is has more than the budget left. Each is
+        the batch `_run_batch` would run (same shape, times, KV and log row); with prefix caching it caches its
+        chunk's newly full blocks. Returns the clock after them (unchanged if none ran)."""
+        budget, limit, kv, total = self.token_budget, self.cfg.time_limit, self.kv, self.total_blocks
+        stop = min(until, due, math.inf if limit is None else limit)
+        batch_time, extra, half = self.perf.batch_time, self.cfg.batch_overhead_s, (budget + 1) / 2
+        t, free, turn = self.now, self.free_blocks, 0
+        starts: list[float] = []
+        ends: list[float] = []
+        used: list[int] = []
+        chunked: list[Request] = []
+        while t < stop:
+            r = order[turn]
+            if r.num_prompt - r.prefilled <= budget:
+                break
+            cx = r.computed
+            end = t + batch_time(BatchShape(budget, budget * (cx + half), cx, 1, 0, 0)) + extra  # as `_run_batch`
+            r.prefilled += budget
+            r.computed += budget
+            if kv is not None:
+                kv.cache(r)
+                free = kv.free
+            starts.append(t)
+            ends.append(end)
+            used.append(total - free)
+            chunked.append(r)
+            t = end
+            turn = (turn + 1) % len(order)
+        k = len(ends)
+        if k:
+            self.free_blocks = free
+            log = self.log
+            log.start.extend(starts)
+            log.duration.extend(map(sub, ends, starts))
+            log.prefill_tokens.extend([budget] * k)
+            log.prefills.extend([1] * k)
+            log.decodes.extend([0] * k)
+            log.kv_blocks_used.extend(used)
+            log.waiting.extend([len(self.queue)] * k)
+            log.running.extend([len(self.running)] * k)
+            log.preempted.extend([0] * k)
+            log.replica.extend([self.replica] * k)
+            self.clock = t
+            self.policy.on_chunks_done(self, chunked, starts, ends)
+        return t
 
     def _emit(self, r: Request, t: float) -> bool:
         r.generated += 1
