@@ -7,7 +7,8 @@
 
 Prints per case the wall and CPU seconds of `run()` (simulation and summary; median of --repeats runs, after one
 untimed run that loads the trace), the batches simulated and how many of them ran without asking the policy
-(`Policy.repeats`), peak RSS, and the machine's load average (the figures are only comparable at equal load).
+(`Policy.repeats`, `Policy.holds`), peak RSS, and the machine's load average (the figures are only comparable at
+equal load).
 
     python benchmarks/sim_speed.py [--policies sarathi,slai | --policies ''] [--mooncake FILE | --mooncake '']
         [--router cache-aware] [--repeats 3]
@@ -64,15 +65,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     bulk = [0]
-    repeat = engine.SimEngine._repeat
 
-    def counted(self: engine.SimEngine, until: float) -> float:
-        before = len(self.log.start)
-        t = repeat(self, until)
-        bulk[0] += len(self.log.start) - before
-        return t
+    def counted(run_batches):  # the batches an engine ran without asking its policy (`_repeat`, `_hold`)
+        def wrapper(self: engine.SimEngine, *args):
+            before = len(self.log.start)
+            t = run_batches(self, *args)
+            bulk[0] += len(self.log.start) - before
+            return t
 
-    engine.SimEngine._repeat = counted  # type: ignore[method-assign]
+        return wrapper
+
+    engine.SimEngine._repeat = counted(engine.SimEngine._repeat)  # type: ignore[method-assign]
+    engine.SimEngine._hold = counted(engine.SimEngine._hold)  # type: ignore[method-assign]
     out: dict = {"load_average": [round(x, 2) for x in os.getloadavg()], "target_s": TARGET_S, "policies": {}}
     for policy in filter(None, args.policies.split(",")):  # --policies '': the Mooncake case alone
         wl = WorkloadConfig(trace=args.trace, num_requests=args.num_requests, qps=args.qps)
