@@ -31,6 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from llmsched.commands.options import PolicyOption
 from llmsched.integrations.vllm.steps import read_step_times
 from llmsched.metrics.summary import leave_one_out
 from llmsched.workload import load_trace
@@ -100,7 +101,7 @@ def main() -> None:
     extra += ["--time-limit", str(args.time_limit)] if args.time_limit else []
 
     def options(policy: str) -> list[str]:  # each run gets its own policy's options and the unprefixed ones
-        own = [o for o in args.policy_option if o.split("=")[0].rpartition(":")[0] in ("", policy)]
+        own = [o for o in args.policy_option if PolicyOption().convert(o, None, None)[0] in (None, policy)]
         return [a for o in own for a in ("--policy-option", o)]
 
     runs: dict[str, list[dict]] = {p: [] for p in policies}
