@@ -106,6 +106,53 @@ def test_cluster_invariants(policy, router, gpus, jobs, blocks):
             assert tokens.max(initial=0) <= 300
 
 
+class NoFloor:
+    """A perf model that names no floor on its batch times: the cluster then runs every replica up to each arrival."""
+
+    def __init__(self, base) -> None:
+        self.base, self.name = base, base.name
+
+    def batch_time(self, shape):
+        return self.base.batch_time(shape)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    policy=st.sampled_from(["sarathi", "vllm", "slai", "orca", "deadline-sized"]),
+    router=st.sampled_from(["round-robin", "jsq", "least-work", "power-of-two"]),
+    replicas=st.integers(1, 4),
+    jobs=st.lists(st.tuples(st.floats(0, 0.3), st.integers(1, 1500), st.integers(1, 60)), min_size=1, max_size=40),
+    blocks=st.integers(20, 400),
+    limit=st.sampled_from([None, 1.0, 3.0]),
+)
+def test_replicas_run_late_as_if_run_to_each_arrival(policy, router, replicas, jobs, blocks, limit):
+    """Replicas that cannot report a departure before an arrival run later (`SimEngine.quiet_until`), with the same
+    batches, token times and routing as replicas run up to every arrival."""
+    t, reqs = 0.0, []
+    for i, (gap, p, d) in enumerate(jobs):
+        t += gap
+        reqs.append(Request(i, t, p, d))
+    cfg = EngineConfig(num_blocks=blocks, max_model_len=8192, time_limit=limit)
+    model = perf("a100-80gb")
+
+    def cluster(m):
+        engines = [SimEngine(cfg, make_policy(policy, **_perf_option(policy, model)), m) for _ in range(replicas)]
+        return Cluster(engines, make_router(router, [1.0] * replicas, seed=3)).run(copy.deepcopy(reqs))
+
+    late, eager = cluster(model), cluster(NoFloor(model))
+    assert [(q.state, q.token_times, q.preemptions, q.reason) for q in late.requests] == [
+        (q.state, q.token_times, q.preemptions, q.reason) for q in eager.requests
+    ]
+    assert [[q.id for q in p.requests] for p in late.replicas] == [[q.id for q in p.requests] for p in eager.replicas]
+    assert late.batches == eager.batches and late.end_time == eager.end_time
+
+
+def _perf_option(policy: str, model) -> dict:
+    from llmsched.policies import needs_perf
+
+    return {"perf": model} if needs_perf(policy) else {}
+
+
 @pytest.fixture(scope="module")
 def small_trace(random_trace):
     """Short requests and (in the specs below) a small KV pool, so runs are quick and memory binds."""

@@ -154,3 +154,17 @@ def test_batch_time_on_one_dense_gpu_is_the_terms_formula(shape, decodes):
         gemms = math.hypot(m.flops(s) / m.flops_rate, m.weight_read_bytes(s) / m.bytes_rate)
         expected = m.overhead_s + gemms + m.kv_read_bytes(s) / m.kv_rate
     assert m.batch_time(s) == expected
+
+
+@given(
+    model=st.sampled_from(["llama-3.1-8b", "llama-3.1-70b", "mixtral-8x7b"]),
+    tp=st.sampled_from([1, 2, 8]),
+    chunks=st.lists(st.tuples(st.integers(1, 2048), st.integers(0, 8192)), max_size=4),
+    decodes=st.lists(st.integers(1, 8192), max_size=64),
+)
+def test_min_batch_time_bounds_every_batch(model, tp, chunks, decodes):
+    """The floor the cluster relies on to run a replica late (`SimEngine.quiet_until`) is below every batch's time."""
+    m = analytic_model(get_model(model), get_gpu("h100-80gb"), tp=tp)
+    shape = BatchShape.of(chunks, decodes)
+    if shape.tokens:
+        assert 0 < m.min_batch_time() <= m.batch_time(shape)

@@ -133,6 +133,11 @@ class Roofline:
         seqs = s.num_prefills + s.decodes
         return self._comm_fixed + self._allreduce_per_token * s.tokens + self._gather_per_sequence * seqs
 
+    def min_batch_time(self) -> float:
+        """A lower bound on the time of any batch that holds a token: the fixed overhead and the weights every batch
+        reads (a mixture of experts: its dense part); `batch_time`'s terms are those or more."""
+        return self.overhead_s + (self._dense_bytes if self._moe else self._weight_bytes) / self.bytes_rate
+
     def batch_time(self, shape: BatchShape) -> float:
         if self._plain:
             # One dense GPU (the simulator's hot path: once per batch): `flops`, `weight_read_bytes` and

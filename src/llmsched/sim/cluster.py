@@ -2,9 +2,11 @@
 
 Arrivals are taken in time order. Before each arrival every replica runs the batches that start before
 it; the router, which has been told of every completion up to that instant, picks a replica and books
-the request there. The result is the union of the replicas' requests; the batch log is the replicas'
-batches by start time with a `replica` column, where `waiting` and `running` count the whole cluster
-(each replica's latest count), so a queue that grows anywhere shows in them.
+the request there. A replica that cannot report a departure by then (`SimEngine.quiet_until`) runs them
+later, in one go, with the same batches: the router has heard all it would have. The result is the union
+of the replicas' requests; the batch log is the replicas' batches by start time with a `replica` column,
+where `waiting` and `running` count the whole cluster (each replica's latest count), so a queue that
+grows anywhere shows in them.
 """
 
 from __future__ import annotations
@@ -48,11 +50,14 @@ class Cluster:
         self.engines, self.router = engines, router
         self._left: list[tuple[float, int, Request]] = []  # (time, id, request): completions to report
         self._arrivals: Arrivals | None = None  # a closed loop's, while it runs
+        self._routed_at = -math.inf  # the arrival routed last
         for i, e in enumerate(engines):
             e.replica = i
             e.on_done = self._done
 
     def _done(self, r: Request, t: float) -> None:
+        if t < self._routed_at:  # a replica run late (`run`) reports a departure its router should have heard of
+            raise RuntimeError(f"request {r.id} left at {t}, before the arrival routed at {self._routed_at}")
         heapq.heappush(self._left, (t, r.id, r))
         if self._arrivals is not None:
             self._arrivals.done(r, t)
@@ -63,10 +68,19 @@ class Cluster:
             return self._run_closed(Arrivals(requests))
         pending = sorted(requests, key=lambda r: (r.arrival, r.id))
         routed: list[list[Request]] = [[] for _ in self.engines]
+        engines = self.engines
+        quiet = [0.0] * len(engines)  # per replica: no request leaves it before then (`SimEngine.quiet_until`)
         for r in pending:
-            for e in self.engines:
-                e.advance(r.arrival)
-            self._route(r, routed)
+            t = r.arrival
+            # Only the replicas that may report a departure by `t` run up to it now (the router must hear of every
+            # departure before it routes); the others run later, with the same batches.
+            for i, e in enumerate(engines):
+                if quiet[i] <= t:
+                    e.advance(t)
+                    quiet[i] = e.quiet_until()
+            i = self._route(r, routed, engines)
+            if i is not None:
+                quiet[i] = engines[i].quiet_until()
         return self._finish(pending, routed)
 
     def _run_closed(self, arrivals: Arrivals) -> ClusterResult:
@@ -88,17 +102,24 @@ class Cluster:
             self._arrivals = None
         return self._finish(arrivals.issued, routed)
 
-    def _route(self, r: Request, routed: list[list[Request]]) -> None:
-        """Book an arrival on the router's replica; every replica has run the batches that start before it."""
-        while self._left and self._left[0][0] <= r.arrival:
-            self.router.settle(heapq.heappop(self._left)[1])
+    def _route(self, r: Request, routed: list[list[Request]], behind: list[SimEngine] | None = None) -> int | None:
+        """Book an arrival on the router's replica (its index; None if it was refused on arrival). Every replica
+        has reported its departures up to the arrival; `behind`: the replicas that may not have run the batches
+        that start before it yet (the chosen one does before it takes the request)."""
+        left, t = self._left, r.arrival
+        while left and left[0][0] <= t:
+            self.router.settle(heapq.heappop(left)[1])
+        self._routed_at = t
         if r.state == REJECTED:  # refused on arrival (longer than the model's context): never routed
             if self._arrivals is not None:
-                self._arrivals.done(r, r.arrival)
-            return
+                self._arrivals.done(r, t)
+            return None
         i = self.router.route(r.id, r.prompt_len, r.decode_len, r.prefix_ids, r.prefix_block)
         routed[i].append(r)
+        if behind is not None:
+            behind[i].advance(t)
         self.engines[i].add(r)
+        return i
 
     def _finish(self, requests: list[Request], routed: list[list[Request]]) -> ClusterResult:
         for e in self.engines:

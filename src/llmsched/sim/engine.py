@@ -72,6 +72,9 @@ class SimEngine:
         self.kv = PrefixCache(cfg.num_blocks, cfg.block_size) if cfg.enable_prefix_caching else None
         self._repeats = getattr(policy, "repeats", None)
         self._holds = getattr(policy, "holds", None)
+        floor = getattr(perf, "min_batch_time", None)
+        # Slightly under the model's floor, so that rounding in a sum of batch times never undercuts it
+        self._min_batch_s = (floor() + cfg.batch_overhead_s) * (1 - 1e-9) if floor is not None else 0.0
 
     # --- the view -------------------------------------------------------------------------------------
     @property
@@ -114,6 +117,22 @@ class SimEngine:
     def active(self) -> bool:
         """Has a batch to run before any further arrival (not idle, blocked or past the time limit)."""
         return not self._stalled and not self._stopped
+
+    def quiet_until(self) -> float:
+        """A time before which no request leaves this replica (finishes or is rejected) unless one is added: each
+        running request needs that many more batches for its last token, and every batch takes at least the perf
+        model's floor (`min_batch_time`). `now` where that cannot be told: a request waits (it may be rejected at
+        the next step), prefix caching is on, the model has no floor, or the decodes could run short of free blocks
+        (a preemption puts a request back to wait)."""
+        if self._stalled or self._stopped:
+            return math.inf
+        floor, running = self._min_batch_s, self.running
+        if self.queue.fcfs or self.kv is not None or floor <= 0 or not running:
+            return self.now
+        left = min([r.decode_len - r.generated for r in running])
+        if self.free_blocks < len(running) * (left // self.block_size + 2):
+            return self.now
+        return self.now + max(left, 1) * floor
 
     def step(self) -> None:
         """Run one batch (and the rejections or preemptions planned before it), or stall."""
