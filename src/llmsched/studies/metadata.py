@@ -16,6 +16,7 @@ from llmsched.perf import get_model
 from llmsched.studies.spec import RunSpec, engine_config, perf_model, replica_specs
 from llmsched.workload import parse_tiers
 from llmsched.workload.build import resolved_arrival
+from llmsched.workload.sessions import SESSIONS, sessions_path
 from llmsched.workload.trace import BUILTIN_TRACES, DEFAULT_TRACE, trace_path
 
 HASH_CHARS = 12  # leading hex digits of a file's sha256 that name its content
@@ -44,6 +45,9 @@ def _version() -> str:
 
 
 def trace_of(trace: str | None) -> dict:
+    if trace == SESSIONS:
+        path = sessions_path()
+        return {"name": f"built-in {SESSIONS} ({path.name})", "sha256": file_hash(path)}
     path = trace_path(trace)
     builtin = trace is None or trace in BUILTIN_TRACES
     name = f"built-in {trace or DEFAULT_TRACE} ({path.name})" if builtin else str(trace)
