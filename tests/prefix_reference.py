@@ -39,7 +39,7 @@ class PrefixCache:
         if c is None:
             pb = r.prefix_block
             if r.prefix_ids and pb > 0:
-                c = (chain_ids(r.prefix_ids), pb, min(len(r.prefix_ids) * pb, r.prompt_len) // self.block_size)
+                c = (chain_ids(r.prefix_ids), pb, min(len(r.prefix_ids) * pb, r.id_tokens) // self.block_size)
             else:
                 c = _NONE
             self._chains[r.id] = c

@@ -20,15 +20,18 @@ from llmsched.workload.request import FINISHED, UNFINISHED
 PERF = perf_model(RunSpec())
 
 
-def conversation_requests(rows, pb):
+def conversation_requests(rows, pb, answers=False):
     """Requests of a few conversations: each prompt starts with id 0 (a shared system prompt), then its conversation's
-    ids; `k` ids cover `k - 1` full blocks of `pb` tokens and a partial one, plus `tail` tokens no id covers."""
+    ids; `k` ids cover `k - 1` full blocks of `pb` tokens and a partial one, plus `tail` tokens no id covers. With
+    `answers`, the ids go on over the answer (`Request.answer_ids`), the conversation's ids still: requests of one
+    conversation may generate the same blocks, and a later one may hit an earlier one's answer."""
     out, t = [], 0.0
     for i, (gap, conv, k, part, tail, decode) in enumerate(rows):
         t += gap
-        ids = (0, *(1000 * conv + j for j in range(1, k)))
         prompt = (k - 1) * pb + max(1, min(part, pb)) + (tail if part >= pb else 0)
-        out.append(Request(i, t, prompt, decode, tbt=0.5, prefix_ids=ids, prefix_block=pb))
+        n = -(-(prompt + decode) // pb) if answers else k
+        ids = (0, *(1000 * conv + j for j in range(1, n)))
+        out.append(Request(i, t, prompt, decode, tbt=0.5, prefix_ids=ids, prefix_block=pb, answer_ids=answers))
     return out
 
 
@@ -75,7 +78,8 @@ def shared_bound(r, others, bs):
             if a != b:
                 break
             n += 1
-        best = max(best, min(n * r.prefix_block, q.prompt_len) // bs * bs)
+        covered = q.prompt_len + q.decode_len - 1 if q.answer_ids else q.prompt_len  # its computed tokens at most
+        best = max(best, min(n * r.prefix_block, covered) // bs * bs)
     return min(best, (r.prompt_len - 1) // bs * bs)
 
 
@@ -86,11 +90,13 @@ def shared_bound(r, others, bs):
     bs=st.sampled_from([4, 16]),
     blocks=st.integers(30, 200),
     budget=st.sampled_from([64, 256]),
+    answers=st.booleans(),
 )
-def test_every_policy_keeps_the_books(rows, pb, bs, blocks, budget):
+def test_every_policy_keeps_the_books(rows, pb, bs, blocks, budget, answers):
     """Per batch (KVCache.check): reference counts are the holders (never negative), no held block is evicted,
-    free + held == total. At the end: everything freed or cached; hits within the shared prefix."""
-    reqs = conversation_requests(rows, pb)
+    free + held == total. At the end: everything freed or cached; hits within the shared prefix (with answer ids:
+    within an earlier request's computed prompt and answer)."""
+    reqs = conversation_requests(rows, pb, answers)
     for name in POLICIES:
         engine, result = simulate(name, copy.deepcopy(reqs), blocks * 64 // bs, bs, budget)
         kv = engine.kv
@@ -107,10 +113,16 @@ def test_every_policy_keeps_the_books(rows, pb, bs, blocks, budget):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=rows_st, pb=st.sampled_from([8, 24, 64]), bs=st.sampled_from([4, 16]), blocks=st.integers(30, 200))
-def test_run_length_books_equal_block_by_block(rows, pb, bs, blocks):
+@given(
+    rows=rows_st,
+    pb=st.sampled_from([8, 24, 64]),
+    bs=st.sampled_from([4, 16]),
+    blocks=st.integers(30, 200),
+    answers=st.booleans(),
+)
+def test_run_length_books_equal_block_by_block(rows, pb, bs, blocks, answers):
     """The package's run-length cache and the block-by-block reference give the same run, batch for batch."""
-    reqs = conversation_requests(rows, pb)
+    reqs = conversation_requests(rows, pb, answers)
     for name in ("sarathi", "slai", "slai-lpm", "vllm-v1"):
         a, ra = simulate(name, copy.deepcopy(reqs), blocks * 64 // bs, bs, check=False)
         b, rb = simulate(name, copy.deepcopy(reqs), blocks * 64 // bs, bs, check=False, cache_cls=BlockByBlock)
@@ -122,11 +134,18 @@ def test_run_length_books_equal_block_by_block(rows, pb, bs, blocks):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=rows_st, pb=st.sampled_from([8, 24, 64]), bs=st.sampled_from([4, 16]), blocks=st.integers(30, 200))
-def test_bulk_batches_keep_the_cache_as_batch_by_batch_runs(rows, pb, bs, blocks):
+@given(
+    rows=rows_st,
+    pb=st.sampled_from([8, 24, 64]),
+    bs=st.sampled_from([4, 16]),
+    blocks=st.integers(30, 200),
+    answers=st.booleans(),
+)
+def test_bulk_batches_keep_the_cache_as_batch_by_batch_runs(rows, pb, bs, blocks, answers):
     """With prefix caching, batches run without asking the policy (`Policy.repeats`) leave the requests, the batch log
-    and the cache's books as a run that asks it before every batch."""
-    reqs = conversation_requests(rows, pb)
+    and the cache's books as a run that asks it before every batch (with answer ids too: the decodes' takes and
+    answer-block caches in the same order)."""
+    reqs = conversation_requests(rows, pb, answers)
     n = blocks * 64 // bs
     cfg = EngineConfig(
         n, token_budget=64, max_num_seqs=8, block_size=bs, max_model_len=1024, enable_prefix_caching=True
@@ -179,6 +198,37 @@ def test_reuse_caps_at_the_last_token_and_charges_the_cached_context():
     assert summary["prefix_cache_queries"] == 160 and summary["prefix_cache_hits"] == 64
     assert summary["prefix_cache_hit_rate"] == pytest.approx(0.4)
     assert summary["prefix_cache_query_blocks"] == 10 and summary["prefix_cache_hit_blocks"] == 4
+
+
+def answer_turns(answers: bool, decode: int = 30):
+    """Turn 0: a 40-token prompt and a `decode`-token answer (bs 16); turn 1, after it: the conversation so far
+    (prompt, answer, 1 token) and 10 new tokens. With `answers`, turn 0's ids go on over its answer."""
+    n0 = -(-(40 + decode) // 16) if answers else 3
+    first = Request(0, 0.0, 40, decode, prefix_ids=tuple(range(n0)), prefix_block=16, answer_ids=answers)
+    p1 = 40 + decode + 1 + 10
+    second = Request(1, 50.0, p1, 2, prefix_ids=tuple(range(-(-p1 // 16))), prefix_block=16)
+    return first, second
+
+
+@pytest.mark.parametrize("policy", ["sarathi", "slai", "vllm-v1"])
+def test_a_next_turn_hits_the_full_blocks_of_the_generated_answer(policy):
+    """Turn 0 computes 40 + 30 - 1 = 69 tokens (its last token is never computed): 4 full blocks, the last three
+    filled by its decode, are cached, and turn 1 reuses 64 tokens. With the recorded answer (ids over the prompt
+    only), it reuses the prompt's 2 full blocks. The partial fifth block is never cached."""
+    for answers, hit in ((True, 64), (False, 32)):
+        cfg = EngineConfig(100, block_size=16, max_model_len=1024, enable_prefix_caching=True)
+        engine = SimEngine(cfg, make_policy(policy), PERF)
+        result = engine.run(list(answer_turns(answers)))
+        assert [r.cached_tokens for r in result.requests] == [0, hit], (policy, answers)
+        engine.kv.check([])
+
+
+def test_an_answer_ending_on_a_block_boundary_leaves_its_last_block_uncached():
+    """40 + 24 = 64 tokens: the fourth block holds the last generated token, never computed, so it is not cached
+    (as in vLLM); turn 1 reuses 3 blocks."""
+    cfg = EngineConfig(100, block_size=16, max_model_len=1024, enable_prefix_caching=True)
+    result = SimEngine(cfg, make_policy("sarathi"), PERF).run(list(answer_turns(True, decode=24)))
+    assert [r.cached_tokens for r in result.requests] == [0, 48]
 
 
 def test_off_means_no_reuse_and_no_counters():

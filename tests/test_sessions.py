@@ -61,6 +61,37 @@ def test_each_turn_shares_the_previous_prompt_and_answer_in_whole_blocks():
     assert sum(map(len, ids_of_session)) == len(set().union(*ids_of_session))  # no id shared across sessions
 
 
+def test_with_generated_answers_a_turn_ids_extend_the_previous_prompt_and_answer():
+    """`--answers generated`: a turn's ids cover its prompt and its answer (the answer's blocks cacheable); the next
+    turn's prompt ids start with every whole block of them; the lengths are the recorded mode's."""
+    recorded = sessions().expand()
+    wl = sessions(replace(CFG, answers="generated"))
+    reqs = wl.expand()
+    assert [(r.prompt_len, r.decode_len) for r in reqs] == [(r.prompt_len, r.decode_len) for r in recorded]
+    for r, old in zip(reqs, recorded, strict=True):
+        assert r.answer_ids and not old.answer_ids
+        assert len(r.prefix_ids) == math.ceil((r.prompt_len + r.decode_len) / 16)
+        assert r.prefix_ids[: r.prompt_len // 16] == old.prefix_ids[: r.prompt_len // 16]
+    for prev, nxt in zip(reqs, reqs[1:], strict=False):
+        if wl.turn_of(prev.id)[0] != wl.turn_of(nxt.id)[0]:
+            continue
+        whole = (prev.prompt_len + prev.decode_len) // 16
+        assert nxt.prefix_ids[:whole] == prev.prefix_ids[:whole]
+        if (prev.prompt_len + prev.decode_len) % 16:  # the answer's partial last block is the turn's own
+            assert prev.prefix_ids[-1] not in nxt.prefix_ids
+
+
+def test_generated_answers_hit_more_than_recorded_ones_and_stay_deterministic():
+    def outcome(answers):
+        spec = RunSpec(workload=replace(CFG, answers=answers), enable_prefix_caching=True)
+        result, summary = run(spec)
+        return [(r.id, r.cached_tokens, r.token_times) for r in result.requests], summary["prefix_cache_hit_rate"]
+
+    generated, recorded = outcome("generated"), outcome("recorded")
+    assert generated == outcome("generated")
+    assert generated[1] > recorded[1] + 0.1
+
+
 def test_prefix_block_follows_the_config():
     reqs = sessions(replace(CFG, prefix_block=128)).expand()
     assert all(r.prefix_block == 128 and len(r.prefix_ids) == math.ceil(r.prompt_len / 128) for r in reqs)
@@ -130,6 +161,7 @@ def test_same_seed_same_run_and_another_seed_differs():
         (replace(CFG, num_sessions=0), "--num-sessions is 0"),
         (WorkloadConfig(num_sessions=3), "--num-sessions applies to --trace sessions"),
         (WorkloadConfig(think_time=3.0), "--think-time applies to --trace sessions"),
+        (WorkloadConfig(answers="generated"), "--answers applies to --trace sessions"),
     ],
 )
 def test_flags_of_the_wrong_workload_are_refused_before_running(cfg, match):

@@ -20,6 +20,7 @@ from llmsched.studies.executor import BACKENDS
 from llmsched.studies.spec import RunSpec
 from llmsched.workload import WorkloadConfig
 from llmsched.workload.arrivals import ARRIVALS
+from llmsched.workload.sessions import ANSWERS, RECORDED
 from llmsched.workload.system_prompts import system_prompts_problem
 
 
@@ -282,6 +283,14 @@ def workload_options(f: Callable) -> Callable:
             help="--trace sessions: mean seconds (exponential) from an answer to the next turn; default: 10.",
         ),
         click.option(
+            "--answers",
+            type=click.Choice(ANSWERS),
+            default=RECORDED,
+            show_default=True,
+            help="--trace sessions: the answer each next turn's prompt holds: the one the engine generated (its full "
+            "blocks cached as decoded, so the next turn can hit them, as in vLLM) or the recorded one (never hit).",
+        ),
+        click.option(
             "--system-prompts",
             type=SystemPromptsSpec(),
             default=None,
@@ -414,6 +423,7 @@ def spec_from(policy: str, qps: float, o: dict[str, Any], **policy_options: Any)
         rate_scale=o["rate_scale"],
         num_sessions=o["num_sessions"],
         think_time=o["think_time"],
+        answers=o["answers"],
         system_prompts=o["system_prompts"],
         prefix_block=o["block_size"],
         burstiness=o["burstiness"],

@@ -253,21 +253,22 @@ class SimEngine:
                 finished |= self._emit(r, end)
         # The decode loop is the simulator's hot path: one token per running decode per batch, inlined.
         bs = self.block_size
-        for r in decodes:
-            if r.computed >= r.blocks * bs:  # policies.batch.needs_block, inlined
-                if self.free_blocks < 1:
-                    raise RuntimeError(f"{self.policy.name}: decode of request {r.id} without a free KV block")
-                self.free_blocks -= 1
-                r.blocks += 1
-                if kv is not None:
-                    kv.take(1)
-            r.computed += 1
-            g = r.generated + 1
-            r.generated = g
-            r.token_times.append(end)
-            if g >= r.decode_len:
-                self._finish(r, end)
-                finished = True
+        if kv is not None:
+            finished |= self._decode_cached(decodes, end, kv)
+        else:
+            for r in decodes:
+                if r.computed >= r.blocks * bs:  # policies.batch.needs_block, inlined
+                    if self.free_blocks < 1:
+                        raise RuntimeError(f"{self.policy.name}: decode of request {r.id} without a free KV block")
+                    self.free_blocks -= 1
+                    r.blocks += 1
+                r.computed += 1
+                g = r.generated + 1
+                r.generated = g
+                r.token_times.append(end)
+                if g >= r.decode_len:
+                    self._finish(r, end)
+                    finished = True
         if finished:
             self.running = [r for r in self.running if r.state == RUNNING]
         log = self.log
@@ -284,6 +285,68 @@ class SimEngine:
         self.clock = end
         self.policy.on_batch_done(self, plan, start, end)
         return end
+
+    def _decode_cached(self, decodes: list[Request], end: float, kv: PrefixCache) -> bool:
+        """`_run_batch`'s decode loop with prefix caching: each decode takes a block when it needs one, and one that
+        fills a block of an answer with ids (`Request.answer_ids`) caches it. Returns whether a decode finished."""
+        bs, finished = self.block_size, False
+        for r in decodes:
+            if r.computed >= r.blocks * bs:
+                if self.free_blocks < 1:
+                    raise RuntimeError(f"{self.policy.name}: decode of request {r.id} without a free KV block")
+                self.free_blocks -= 1
+                r.blocks += 1
+                kv.take(1)
+            c = r.computed + 1
+            r.computed = c
+            if r.answer_ids and c % bs == 0:
+                kv.cache(r)
+                self.free_blocks = kv.free
+            g = r.generated + 1
+            r.generated = g
+            r.token_times.append(end)
+            if g >= r.decode_len:
+                self._finish(r, end)
+                finished = True
+        return finished
+
+    @staticmethod
+    def _answer_phases(decodes: list[Request], firsts: list[int], bs: int) -> tuple[list[list[int]], list[list[int]]]:
+        """For a bulk stretch with prefix caching and answers with ids: per batch phase (batch mod bs), the decodes
+        (indices, in running order) that fill a block of such an answer then, and those that take a block then (from
+        their first take on). Empty lists if no decode has answer ids."""
+        if not any(r.answer_ids for r in decodes):
+            return [], []
+        fills: list[list[int]] = [[] for _ in range(bs)]
+        takes: list[list[int]] = [[] for _ in range(bs)]
+        for i, r in enumerate(decodes):
+            if r.answer_ids:
+                fills[-(r.computed + 1) % bs].append(i)
+            takes[firsts[i] % bs].append(i)
+        return fills, takes
+
+    @staticmethod
+    def _bulk_answer_batch(
+        decodes: list[Request], firsts: list[int], fills: list[int], takes: list[int], j: int, kv: PrefixCache
+    ) -> None:
+        """Bulk batch j's KV changes where answers with ids fill blocks: takes and caches in running order, as
+        `_decode_cached` makes them. A decode's `computed` is the batch's only while its block is cached."""
+        pending, k = 0, 0
+        for i in fills:
+            while k < len(takes) and takes[k] < i:
+                pending += firsts[takes[k]] <= j
+                k += 1
+            if pending:
+                kv.take(pending)
+                pending = 0
+            r = decodes[i]
+            c = r.computed
+            r.computed = c + j + 1
+            kv.cache(r)
+            r.computed = c
+        pending += sum(firsts[i] <= j for i in takes[k:])
+        if pending:
+            kv.take(pending)
 
     def _repeat(self, until: float) -> float:
         """Run the batches the policy would plan next without asking it: it said (`Policy.repeats`) that, until
@@ -325,6 +388,7 @@ class SimEngine:
                     late[j] = late.get(j, 0) + 1
                     j += bs
         batch_time, extra, total, kv = self.perf.batch_time, self.cfg.batch_overhead_s, self.total_blocks, self.kv
+        fill_at, take_at = self._answer_phases(decodes, firsts, bs) if kv is not None else ([], [])
         ctx = sum(computeds)
         free, t = self.free_blocks, self.now
         waiting = bool(self.queue.fcfs)
@@ -377,7 +441,9 @@ class SimEngine:
             if kv is None:
                 free -= take
             else:
-                if take:
+                if fill_at and fill_at[j % bs]:
+                    self._bulk_answer_batch(decodes, firsts, fill_at[j % bs], take_at[j % bs], j, kv)
+                elif take:
                     kv.take(take)
                 free = kv.free
             if chunks:

@@ -2,11 +2,13 @@
 
 - Keys. A full block of a prompt is cached under a key standing for its whole prefix: the chained prefix id
   (`workload.prefix`) of the request's trace block that holds the block's last token, and the block's position in
-  that trace block (a 512-token trace block spans 32 blocks of 16). Only full blocks inside the part of the prompt the
-  ids cover are cached. The partial last block, an uncovered tail and generated tokens are not: they have no ids.
-  vLLM hashes full decode blocks too, but a replayed workload's next prompt holds the recorded answer, not the
-  generated one, so those blocks would not be hit there either. After a preemption by recompute, the generated tokens
-  are prefilled again, uncached.
+  that trace block (a 512-token trace block spans 32 blocks of 16). Only full blocks the ids cover are cached, as
+  their tokens are computed. The partial last block and an uncovered tail are not: they have no ids. vLLM hashes full
+  decode blocks too. A request whose ids go on over its answer (`Request.answer_ids`: a chat session whose next turn
+  sends back the answer the engine generated) has its full decode blocks cached as the decode fills them, up to its
+  computed tokens (the last generated token is never computed, as in vLLM). Otherwise (a replayed trace, whose next
+  prompt holds the recorded answer, which no engine generated) generated tokens have no ids and are not cached, nor
+  are they after a preemption by recompute, when they are prefilled again.
 - Reference counts. A cached block is held by every running request whose prompt uses it. When the last holder leaves
   (finished or preempted), the block stays cached and joins the free queue. vLLM frees a request's blocks tail first,
   so a prefix's last blocks are evicted before its first ones. Allocation takes the least recently freed block and
@@ -83,7 +85,7 @@ class PrefixCache:
         lay = self._layouts.get(r.id)
         if lay is None:
             pb, bs = r.prefix_block, self.block_size
-            cacheable = min(len(r.prefix_ids) * pb, r.prompt_len) // bs if pb > 0 else 0
+            cacheable = min(len(r.prefix_ids) * pb, r.id_tokens) // bs if pb > 0 else 0
             keys, starts, ends = [], [], []
             if cacheable and pb % bs == 0:  # the common case: whole blocks per trace block
                 per = pb // bs
@@ -252,8 +254,8 @@ class PrefixCache:
                         del self.segments[seg.key]
 
     def cache(self, r: Request) -> None:
-        """After a prefill chunk: cache r's newly full, cacheable blocks. A block some other request cached meanwhile
-        is shared instead, and r's copy freed."""
+        """After a prefill chunk (or a decode step that fills a block of an answer with ids): cache r's newly full,
+        cacheable blocks. A block some other request cached meanwhile is shared instead, and r's copy freed."""
         keys, starts, ends, cacheable = self._layout(r)
         m = self._held[r.id]
         full = r.computed // self.block_size

@@ -27,6 +27,7 @@ class WorkloadConfig:
     shuffle: bool = True
     num_sessions: int | None = None  # --trace sessions: sessions (None: every one in the file)
     think_time: float | None = None  # --trace sessions: mean seconds between an answer and the next turn
+    answers: str = "recorded"  # --trace sessions: what the next turn's prompt holds (workload.sessions.ANSWERS)
     system_prompts: str | None = None  # "K:L:FRACTION", see workload.system_prompts
     prefix_block: int = 16  # tokens per prefix id the generators (sessions, system prompts) give
 

@@ -8,7 +8,7 @@ import numpy as np
 from llmsched.errors import UserError
 from llmsched.workload.build import WorkloadConfig, build_requests
 from llmsched.workload.request import Request
-from llmsched.workload.sessions import SESSIONS, Sessions, build_sessions
+from llmsched.workload.sessions import RECORDED, SESSIONS, Sessions, build_sessions
 from llmsched.workload.system_prompts import STREAM, SystemPrompts, parse_system_prompts
 from llmsched.workload.tiers import SLOTier, parse_tiers
 from llmsched.workload.trace import TraceRow
@@ -45,6 +45,8 @@ def check_workload(cfg: WorkloadConfig) -> None:
         for flag, value in (("--num-sessions", cfg.num_sessions), ("--think-time", cfg.think_time)):
             if value is not None:
                 raise UserError(f"{flag} applies to --trace sessions, not to {cfg.trace or 'the built-in trace'}")
+        if cfg.answers != RECORDED:
+            raise UserError(f"--answers applies to --trace sessions, not to {cfg.trace or 'the built-in trace'}")
 
 
 def build_workload(

@@ -37,7 +37,9 @@ def prefix_share(requests: Iterable[Request], block: int | None = None) -> tuple
         if not r.prefix_ids:
             total += -(-r.prompt_len // block) if block else 0
             continue
-        hits += sum(h in seen for h in r.prefix_ids)
-        total += len(r.prefix_ids)
-        seen.update(r.prefix_ids)
+        ids = r.prefix_ids[: -(-r.prompt_len // r.prefix_block)] if r.answer_ids else r.prefix_ids
+        hits += sum(h in seen for h in ids)
+        total += len(ids)
+        # With answer ids, the full blocks of the computed answer too (all but its last token): a next turn may hit.
+        seen.update(r.prefix_ids[: (r.id_tokens - 1) // r.prefix_block] if r.answer_ids else r.prefix_ids)
     return hits, total

@@ -21,6 +21,9 @@ class Request:
     # Empty: the prompt shares nothing.
     prefix_ids: tuple[int, ...] = ()
     prefix_block: int = 0  # tokens per id (512 in the Mooncake trace)
+    # The ids go on over the answer (a chat client sends the answer the engine generated back in its next turn): the
+    # full blocks of generated tokens are cacheable too, as vLLM caches them. False: the ids cover the prompt only.
+    answer_ids: bool = False
     # Engine state. After a preemption by recompute, the tokens generated so far are prefilled again
     # with the prompt, so `num_prompt` grows beyond `prompt_len`.
     num_prompt: int = 0
@@ -38,6 +41,11 @@ class Request:
     def __post_init__(self) -> None:
         if not self.num_prompt:
             self.num_prompt = self.prompt_len
+
+    @property
+    def id_tokens(self) -> int:
+        """Tokens the prefix ids may name: the prompt, and with `answer_ids` the answer too."""
+        return self.prompt_len + self.decode_len if self.answer_ids else self.prompt_len
 
     @property
     def remaining_prefill(self) -> int:

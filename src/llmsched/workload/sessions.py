@@ -1,7 +1,12 @@
 """Multi-turn chat sessions as a closed loop (`--trace sessions`): real ShareGPT V3 conversations
 (`data/sharegpt_v3_sessions.csv`). Sessions start as an arrival process at `--qps` sessions per second; turn k's
 prompt is the conversation so far (every earlier prompt and answer, then the new user message); turn k+1 arrives
-when turn k's answer is complete plus an exponential think time. A turn that is rejected ends its session."""
+when turn k's answer is complete plus an exponential think time. A turn that is rejected ends its session.
+
+The answer in the next prompt is, by `answers`, the one the engine generated (`generated`: what a chat client sends
+back; the turn's prefix ids go on over its answer, so an engine caches the answer's full blocks and the next turn can
+hit them, as vLLM's prefix caching does) or the recorded one (`recorded`: a replayed chat trace, whose answers no
+engine generated, so only earlier prompts can be hit)."""
 
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ BOS, INST, EOS = 1, 7, 1
 # Prefix ids of a session: SPAN ids each, whole blocks first, then one per turn for its partial last block.
 SPAN, PARTIAL = 1 << 24, 1 << 23
 STREAM = 10  # the sessions' random stream: default_rng((seed, STREAM))
+GENERATED, RECORDED = "generated", "recorded"
+ANSWERS = (GENERATED, RECORDED)  # what the next turn's prompt holds (module doc)
 
 
 def sessions_path() -> Path:
@@ -104,7 +111,10 @@ class Sessions:
         system_prompts: SystemPrompts | None = None,
         prompt_choice: np.ndarray | None = None,
         max_model_len: int | None = None,
+        answers: str = RECORDED,
     ) -> None:
+        if answers not in ANSWERS:
+            raise UserError(f"answers is {answers!r}, expected one of {', '.join(ANSWERS)}")
         firsts = [0, *accumulate(len(t) for t in sessions)]
         self.sessions = [
             _Session(
@@ -120,6 +130,7 @@ class Sessions:
         self.prefix_block = prefix_block
         self.system_prompts = system_prompts
         self.max_model_len = max_model_len  # a longer turn is rejected on arrival (and ends its session)
+        self.answers = answers
         self._of_id = {s.first_id + k: (i, k) for i, s in enumerate(self.sessions) for k in range(len(s.turns))}
 
     @property
@@ -155,10 +166,12 @@ class Sessions:
     def _request(self, i: int, k: int, arrival: float) -> Request:
         s = self.sessions[i]
         prompt, output = s.turns[k]
-        ids = turn_prefix_ids(i, k, prompt, self.prefix_block)
+        generated = self.answers == GENERATED
+        ids = turn_prefix_ids(i, k, prompt + output if generated else prompt, self.prefix_block)
         r = Request(
-            s.first_id + k, arrival, prompt, output, s.tier.name, s.tier.tbt, s.tier.priority, ids, self.prefix_block
-        )
+            s.first_id + k, arrival, prompt, output, s.tier.name, s.tier.tbt, s.tier.priority, ids, self.prefix_block,
+            generated,
+        )  # fmt: skip
         if s.system_prompt >= 0 and self.system_prompts is not None:
             self.system_prompts.apply(r, s.system_prompt)
         if self.max_model_len is not None:
@@ -167,16 +180,24 @@ class Sessions:
 
 
 def scaled_sessions(
-    n: int, seed: int, scale: float, min_turns: int, max_len: int, path: Path | None = None
+    n: int,
+    seed: int,
+    scale: float,
+    min_turns: int,
+    max_len: int,
+    path: Path | None = None,
+    max_answer: int | None = None,
 ) -> list[list[tuple[int, int]]]:
     """`n` of the file's sessions with at least `min_turns` turns, in a seeded order, their user and answer tokens
-    scaled by `scale` (at least 1 each), each cut before the first turn whose prompt and answer exceed `max_len`
-    tokens (a session left with fewer than `min_turns` turns is skipped). For serving on small machines."""
+    scaled by `scale` (at least 1 each; answers at most `max_answer`, what a served run generates), each cut before
+    the first turn whose prompt and answer exceed `max_len` tokens (a session left with fewer than `min_turns` turns
+    is skipped). For serving on small machines."""
     every = load_sessions(path)
     rng = np.random.default_rng((seed, STREAM))
     out: list[list[tuple[int, int]]] = []
+    cap = max_answer or (1 << 62)
     for j in rng.permutation(len(every)):
-        turns = [(max(1, round(u * scale)), max(1, round(a * scale))) for u, a in every[j]]
+        turns = [(max(1, round(u * scale)), min(cap, max(1, round(a * scale)))) for u, a in every[j]]
         keep = sum(1 for p, a in turn_lengths(turns) if p + a <= max_len)  # prompts only grow
         if keep >= min_turns:
             out.append(turns[:keep])
@@ -210,4 +231,6 @@ def build_sessions(
     tier_of = rng.choice(len(tiers), size=n, p=[t.share for t in tiers])
     choice = system_prompts.draw(n, rng) if system_prompts is not None else None
     chosen = [tiers[k] for k in tier_of]
-    return Sessions(picked, starts, thinks, chosen, cfg.prefix_block, system_prompts, choice, max_model_len)
+    return Sessions(
+        picked, starts, thinks, chosen, cfg.prefix_block, system_prompts, choice, max_model_len, cfg.answers
+    )

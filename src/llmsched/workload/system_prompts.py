@@ -62,7 +62,7 @@ class SystemPrompts:
         """Make the first L tokens of `r`'s prompt system prompt k: new prefix ids for the whole prompt (the prefix
         of every block changed), in `r`'s block size, else the generator's."""
         block = r.prefix_block or self.block
-        old, size = r.prefix_ids, r.prompt_len
+        old, size = r.prefix_ids, r.id_tokens
         n = -(-size // block)
         if old and len(old) != n:
             raise ValueError(f"request {r.id}: {len(old)} prefix ids for {size} tokens in blocks of {block}")
