@@ -2,9 +2,12 @@
 and block size. Hits are counts, so this machine's speed does not enter.
 
 The workload is closed-loop chat: sessions open with one of a few shared system prompts, and turn k+1's prompt is
-turn k's prompt, its answer and a new user message. The answer in the next prompt is the recorded one (random tokens
-drawn with the workload), not what the model generated, as when a chat trace is replayed; so only prompt blocks can
-be hit, in vLLM as in the simulator. Time is counted in engine steps: a session's next turn is added a think time
+turn k's prompt, its answer and a new user message. With `--answers generated` (the default) the answer in the next
+prompt is the one the engine generated (greedy, ignore_eos, the recorded length), as a chat client sends it back:
+vLLM caches the answer's full blocks and the next turn hits them, and the simulator, given ids over each request's
+prompt and answer (`Request.answer_ids`), caches them too. With `--answers recorded` it is the recorded one (random
+tokens drawn with the workload), which no engine generated, as when a chat trace is replayed; so only prompt blocks
+can be hit, in vLLM as in the simulator. Time is counted in engine steps: a session's next turn is added a think time
 of a few steps after its previous turn finished, so which blocks are cached (and which evicted) when a request is
 admitted depends on the engine's decisions only.
 
@@ -15,7 +18,8 @@ Two stages, because the simulator's prefix caching and this script's vLLM side m
 
 `vllm` runs each (KV size, seed) on a fresh in-process vLLM-CPU engine with prefix caching on (vLLM's own scheduler,
 or `--policy` through the plugin) and writes every request (the step it was added, prompt and answer lengths, one id
-per full block of its prompt: the hash of the block's tokens, chained by the simulator as vLLM chains block hashes)
+per full block of its prompt, and with generated answers of its prompt and answer: the hash of the block's tokens,
+chained by the simulator as vLLM chains block hashes)
 with vLLM's counters (`prefix_cache_queries`/`hits`, first admissions) and each request's `num_cached_tokens` as
 vLLM reports it to the client. `compare` replays each run in the simulator (`vllm-default` as `vllm-v1`, a plugin
 policy as itself; every batch one time unit, arrivals at the step they were added) with prefix caching on and
@@ -56,6 +60,11 @@ def sessions(seed: int, n: int, vocab: int, max_len: int) -> list[list[tuple[lis
     return out
 
 
+def block_ids(tokens: list[int], bs: int) -> list[int]:
+    """One id per full block of `tokens`: the hash of its tokens (the simulator chains them)."""
+    return [hash(tuple(tokens[j : j + bs])) for j in range(0, len(tokens) - bs + 1, bs)]
+
+
 def run_vllm(model: str, policy: str, kv_blocks: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from vllm import SamplingParams
 
@@ -77,14 +86,22 @@ def run_vllm(model: str, policy: str, kv_blocks: int, seed: int, args: argparse.
         due = sorted((rng.randint(0, 40), s, 0) for s in range(len(work)) if work[s])  # (step, session, turn)
         reqs: dict[int, dict[str, Any]] = {}
         step = 0
+        generated = args.answers == "generated"
+        sent: dict[int, list[int]] = {}  # session -> its last prompt as sent
+        answer_of: dict[int, list[int]] = {}  # session -> the answer generated for it
         while due or engine.has_unfinished_requests():
             while due and due[0][0] <= step:
                 _, s, t = due.pop(0)
                 prompt, answer = work[s][t]
+                if generated and t:  # the previous prompt as sent, its generated answer, the new user message
+                    (before, said) = work[s][t - 1]
+                    prompt = [*sent[s], *answer_of[s], *prompt[len(before) + said :]]
+                sent[s] = prompt
                 rid = len(reqs)
-                ids = [hash(tuple(prompt[j : j + bs])) for j in range(0, len(prompt) - bs + 1, bs)]
+                ids = block_ids(prompt, bs)
                 reqs[rid] = {"id": rid, "session": s, "turn": t, "step": step, "prompt_len": len(prompt),
-                             "decode_len": answer, "prefix_ids": ids}  # fmt: skip
+                             "decode_len": answer, "prefix_ids": ids, "answer_ids": generated,
+                             "prompt": prompt}  # fmt: skip
                 params = SamplingParams(max_tokens=answer, ignore_eos=True, temperature=0.0)
                 engine.add_request(str(rid), {"prompt_token_ids": prompt}, params)
             if not engine.has_unfinished_requests():
@@ -97,6 +114,10 @@ def run_vllm(model: str, policy: str, kv_blocks: int, seed: int, args: argparse.
                     continue
                 r = reqs[int(o.request_id.rsplit("-", 1)[0]) if "-" in o.request_id else int(o.request_id)]
                 r["num_cached_tokens"] = o.num_cached_tokens
+                if generated:  # ids over the prompt and the answer the engine generated
+                    answer_of[r["session"]] = list(o.outputs[0].token_ids)
+                    r["prefix_ids"] = block_ids([*r["prompt"], *answer_of[r["session"]]], bs)
+                del r["prompt"]
                 if r["turn"] + 1 < len(work[r["session"]]):
                     due.append((step + rng.randint(1, 10), r["session"], r["turn"] + 1))
                     due.sort()
@@ -107,7 +128,8 @@ def run_vllm(model: str, policy: str, kv_blocks: int, seed: int, args: argparse.
         gc.collect()
     hits = sum(r["num_cached_tokens"] for r in reqs.values())
     return {
-        "policy": policy, "seed": seed, "kv_blocks": kv_blocks, "block_size": bs, "token_budget": args.token_budget,
+        "policy": policy, "answers": args.answers, "seed": seed,
+        "kv_blocks": kv_blocks, "block_size": bs, "token_budget": args.token_budget,
         "max_num_seqs": args.max_num_seqs, "max_model_len": max_len, "steps": step, "requests": list(reqs.values()),
         "counters": counts, "hit_rate": hit_rate(counts), "client_cached_tokens": hits, "readmissions": preempted,
     }  # fmt: skip
@@ -132,7 +154,8 @@ def simulate(run: dict[str, Any]) -> dict[str, Any] | None:
     cfg = EngineConfig(run["kv_blocks"] - 1, run["token_budget"], run["max_num_seqs"], run["block_size"],
                        watermark=0.0, max_model_len=run["max_model_len"], enable_prefix_caching=True)  # fmt: skip
     reqs = [Request(r["id"], float(r["step"]), r["prompt_len"], r["decode_len"], prefix_ids=tuple(r["prefix_ids"]),
-                    prefix_block=run["block_size"]) for r in run["requests"]]  # fmt: skip
+                    prefix_block=run["block_size"], answer_ids=r.get("answer_ids", False))
+            for r in run["requests"]]  # fmt: skip
     SimEngine(cfg, policy, OneStep()).run(reqs)
     admitted = [r for r in reqs if r.cached_tokens is not None]
     queries = sum(r.prompt_len for r in admitted)
@@ -148,7 +171,8 @@ def compare(path: str) -> None:
     rows = []
     for run in runs:
         c = run["counters"]
-        row = {"policy": run["policy"], "kv_blocks": run["kv_blocks"], "seed": run["seed"],
+        row = {"policy": run["policy"], "answers": run.get("answers", "recorded"), "kv_blocks": run["kv_blocks"],
+               "seed": run["seed"],
                "requests": len(run["requests"]), "vllm_hit_rate": run["hit_rate"],
                "vllm_hits": c["prefix_cache_hits"], "vllm_queries": c["prefix_cache_queries"],
                "vllm_readmissions": run["readmissions"]}  # fmt: skip
@@ -181,6 +205,8 @@ def main() -> None:
     v.add_argument("--sessions", type=int, default=12)
     v.add_argument("--token-budget", type=int, default=512)
     v.add_argument("--max-num-seqs", type=int, default=16)
+    v.add_argument("--answers", choices=("generated", "recorded"), default="generated",
+                   help="what the next turn's prompt holds: the answer the engine generated, or the recorded one")
     c = sub.add_parser("compare", help="replay the runs in the simulator and compare hit rates")
     c.add_argument("runs")
     args = ap.parse_args()

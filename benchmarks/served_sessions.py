@@ -7,6 +7,12 @@ token ids, turn k+1 sent when turn k's answer is complete plus a think time) are
 routers alternating, switched on the live app with POST /llmsched/router. Each run draws new token ids for the same
 sessions (same lengths, starts and think times), so no run hits what an earlier one left in the caches.
 
+`--answers generated` (the default): turn k+1's prompt holds the token ids the replica generated for turn k (at most
+--max-answer of them, ignore_eos), as a chat client sends the answer back, so vLLM's cached decode blocks can be hit;
+the sessions' answers are capped at --max-answer before they are cut to --max-len. `--answers recorded`: the prompt
+holds the recorded answer (random ids of its full recorded length), which no replica generated: only earlier prompts
+can be hit. A turn not completed (refused, failed) ends its session and is counted lost, its later turns not sent.
+
 Per router: hit rate in tokens (vLLM's prefix_cache_hits / prefix_cache_queries, read from each replica's counters
 before and after the run) per replica and overall, which are counts and do not depend on the machine's speed; then
 median/p99 TTFT and median ITL (median over runs, with each run against the median of the others), requests per
@@ -42,7 +48,8 @@ BASELINE = "round-robin"
 
 def workload(a: argparse.Namespace) -> Sessions:
     """The sessions every run replays: starts (Poisson, --session-rate per s) and think times fixed by the seed."""
-    picked = scaled_sessions(a.sessions, a.seed, a.scale, a.min_turns, a.max_len)
+    cap = a.max_answer if a.answers == "generated" else None
+    picked = scaled_sessions(a.sessions, a.seed, a.scale, a.min_turns, a.max_len, max_answer=cap)
     rng = np.random.default_rng((a.seed, 1))
     starts = np.cumsum(rng.exponential(1.0 / a.session_rate, len(picked))) - 1.0 / a.session_rate
     thinks = rng.exponential(a.think_time, sum(len(t) for t in picked))
@@ -59,7 +66,7 @@ def one_run(a: argparse.Namespace, url: str, vocab: int, router: str, token_seed
     use_router(url, router)
     work = workload(a)
     before = settled_reports(url)
-    got = asyncio.run(run_sessions(url, work, vocab, token_seed, a.max_answer))
+    got = asyncio.run(run_sessions(url, work, vocab, token_seed, a.max_answer, a.answers))
     served_before = sum(r.get("served", 0) for r in before)
     counts = delta(settled_reports(url, served_before + len(got.requests)), before)
     summary = summarize(RunResult(got.requests, BatchLog(), 0, got.replayed.end), parse_tiers(None))
@@ -149,7 +156,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--scale", type=float, default=0.5, help="ShareGPT user and answer lengths x this")
     ap.add_argument("--min-turns", type=int, default=4, help="sessions with fewer turns (after the cut) are skipped")
     ap.add_argument("--max-len", type=int, default=1024, help="a session ends before a turn longer than this")
-    ap.add_argument("--max-answer", type=int, default=16, help="served answer tokens at most (the prompt keeps all)")
+    ap.add_argument("--max-answer", type=int, default=16, help="served answer tokens at most")
+    ap.add_argument("--answers", choices=("generated", "recorded"), default="generated",
+                    help="what the next turn's prompt holds: the generated answer or the recorded one (all of it)")
     ap.add_argument("--num-blocks", type=int, default=20, help="KV pool per replica, vLLM blocks (128 tokens on CPU)")
     ap.add_argument("--max-num-seqs", type=int, default=4)
     ap.add_argument("--token-budget", type=int, default=512)

@@ -103,6 +103,15 @@ class Ingress:
             "extra": extra,
         }
 
+    @staticmethod
+    def _choice(text: str, reason: str | None, ids: list[int] | None) -> dict[str, Any]:
+        """A completion choice; with `return_token_ids` (vLLM's flag), the generated token ids too (a stream's delta
+        ones in each chunk), so a chat client can send the answer back as the model generated it."""
+        choice = {"index": 0, "text": text, "finish_reason": reason, "logprobs": None}
+        if ids is not None:
+            choice["token_ids"] = ids
+        return choice
+
     async def _chunks(self, call: dict[str, Any]):
         """The replica's deltas, retried once elsewhere if the replica dies before the first one."""
         for attempt in range(ATTEMPTS):
@@ -133,28 +142,31 @@ class Ingress:
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "object": "text_completion", "created": created, "model": self.model_name}
         prompt_tokens = len(call["prompt_token_ids"])
+        want_ids = bool(body.get("return_token_ids"))
         if body.get("stream"):
-            return StreamingResponse(self._stream(call, head, prompt_tokens), media_type="text/event-stream")
-        text, n, reason, rank = [], 0, None, None
+            stream = self._stream(call, head, prompt_tokens, want_ids)
+            return StreamingResponse(stream, media_type="text/event-stream")
+        text, n, reason, rank, ids = [], 0, None, None, []
         try:
             async for c in self._chunks(call):
                 text.append(c["text"])
                 n += c["tokens"]
+                ids += c.get("token_ids", [])
                 reason, rank = c["finish_reason"] or reason, c["rank"]
         except ReplicaLost as e:
             return _error(503, str(e), "replica_failed")
         except RequestFailed as e:
             return _error(500, str(e), "request_failed")
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
-        choice = {"index": 0, "text": "".join(text), "finish_reason": reason, "logprobs": None}
+        choice = self._choice("".join(text), reason, ids if want_ids else None)
         return {**head, "choices": [choice], "usage": usage, "replica_rank": rank}
 
-    async def _stream(self, call: dict[str, Any], head: dict[str, Any], prompt_tokens: int):
+    async def _stream(self, call: dict[str, Any], head: dict[str, Any], prompt_tokens: int, want_ids: bool = False):
         n = 0
         try:
             async for c in self._chunks(call):
                 n += c["tokens"]
-                choice = {"index": 0, "text": c["text"], "finish_reason": c["finish_reason"], "logprobs": None}
+                choice = self._choice(c["text"], c["finish_reason"], c.get("token_ids", []) if want_ids else None)
                 event = {**head, "choices": [choice], "replica_rank": c["rank"], "num_tokens": c["tokens"]}
                 if "times" in c:
                     event["replica_times"] = c["times"]

@@ -50,12 +50,17 @@ def split_ttft(sent: float, received: float, times: dict[str, float]) -> dict[st
     return parts
 
 
-async def _send(client, url: str, r, prompt: list[int], t0: float, split: dict[str, list[float]]) -> int | None:
-    """Stream one request; stamp its tokens (seconds after `t0`) as their chunks arrive and set its state. Returns
-    the rank of the replica that served it (None: no token came)."""
+async def _send(
+    client, url: str, r, prompt: list[int], t0: float, split: dict[str, list[float]], ids: list[int] | None = None
+) -> int | None:
+    """Stream one request; stamp its tokens (seconds after `t0`) as their chunks arrive and set its state; with
+    `ids`, ask for the generated token ids (vLLM's `return_token_ids`) and append them there. Returns the rank of the
+    replica that served it (None: no token came)."""
     import httpx
 
     body = {"prompt": prompt, "max_tokens": r.decode_len, "ignore_eos": True, "stream": True, "tier": r.tier}
+    if ids is not None:
+        body["return_token_ids"] = True
     r.token_times, r.generated, rank = [], 0, None
     sent = time.monotonic()
     try:
@@ -76,6 +81,8 @@ async def _send(client, url: str, r, prompt: list[int], t0: float, split: dict[s
                             split[part].append(value)
                     r.token_times.extend([now] * n)
                     r.generated += n
+                    if ids is not None:
+                        ids += event["choices"][0].get("token_ids") or []
         r.state = FINISHED if r.generated >= r.decode_len else REJECTED
         r.reason = "" if r.state == FINISHED else f"stream ended after {r.generated} tokens"
     except httpx.HTTPError as e:
@@ -124,16 +131,38 @@ class SessionsRun:
 def session_tokens(work, vocab: int, seed: int) -> list[list[int]]:
     """Each session's conversation as token ids, deterministic per seed: random ids in [3, vocab) as long as its
     last turn's prompt. Turn k's prompt is the first `prompt_len` of them: the conversation only grows, so every
-    earlier prompt and answer is a prefix of it. The answers in later prompts are these recorded ids, not what the
-    model generated (as when a chat trace is replayed): a replica's cache can hit prompt blocks only."""
+    earlier prompt and answer is a prefix of it. With recorded answers, the answers in later prompts are these ids,
+    not what the model generated (as when a chat trace is replayed): a replica's cache can hit prompt blocks only.
+    With generated answers (`next_prompt`), only the ids of the new user messages are taken from here."""
     longest = [max(p for p, _ in s.turns) for s in work.sessions]
     return [np.random.default_rng((seed, i)).integers(3, vocab, size=n).tolist() for i, n in enumerate(longest)]
 
 
-async def run_sessions(url: str, work, vocab: int, seed: int, max_tokens: int | None = None) -> SessionsRun:
+def next_prompt(prompt: list[int], answer: list[int], conversation: list[int], turns, k: int) -> list[int]:
+    """Turn k+1's prompt ids with the answer the engine generated for turn k: turn k's prompt, that answer, then the
+    rest of the recorded conversation's turn k+1 (the end of turn k's answer template and the new user message:
+    `conversation` from turn k's prompt and recorded answer on, to turn k+1's prompt length)."""
+    (p, a), (nxt, _) = turns[k], turns[k + 1]
+    return [*prompt, *answer, *conversation[p + a : nxt]]
+
+
+async def run_sessions(
+    url: str,
+    work,
+    vocab: int,
+    seed: int,
+    max_tokens: int | None = None,
+    answers: str = "generated",
+    client=None,
+) -> SessionsRun:
     """Run `work` (a `workload.sessions.Sessions`) as a closed loop: each session's first turn is sent at its start,
-    turn k+1 when turn k's answer is complete plus the session's think time (`Sessions.on_done`); a turn that is not
-    completed ends its session. `max_tokens` caps each answer (the next prompt still holds the recorded one)."""
+    turn k+1 when turn k's answer is complete plus the session's think time (`Sessions.on_done`). `max_tokens` caps
+    each answer. `answers`: what turn k+1's prompt holds: `generated`, the token ids the engine generated for turn k
+    (as a chat client sends them back; `next_prompt`), or `recorded`, the session's recorded ids (`session_tokens`).
+    A turn that is not completed (refused, or a stream that ended short or failed) is counted as such (its state and
+    reason) and ends its session: the session's later turns are not sent. `client`: an httpx.AsyncClient (tests)."""
+    if answers not in ("generated", "recorded"):
+        raise ValueError(f"answers is {answers!r}, expected generated or recorded")
     tokens = session_tokens(work, vocab, seed)
     split: dict[str, list[float]] = {part: [] for part in SPLITS}
     sent: list = []
@@ -141,23 +170,35 @@ async def run_sessions(url: str, work, vocab: int, seed: int, max_tokens: int | 
     t0 = time.monotonic() + 0.5
 
     async def session(r, client) -> None:
+        i, _ = work.turn_of(r.id)
+        prompt = tokens[i][: r.prompt_len]
         while r is not None:
             await asyncio.sleep(max(0.0, t0 + r.arrival - time.monotonic()))
             if max_tokens is not None:
                 r.decode_len = min(r.decode_len, max_tokens)
+            if len(prompt) != r.prompt_len:  # a generated answer shorter than the recorded one (max_tokens)
+                r.prompt_len = r.num_prompt = len(prompt)
             sent.append(r)
             ranks.append(None)
             if r.state == REJECTED:  # longer than the model's context (Sessions.max_model_len): ends its session
                 return
             k = len(sent) - 1
-            i, _ = work.turn_of(r.id)
-            ranks[k] = await _send(client, url, r, tokens[i][: r.prompt_len], t0, split)
+            answer: list[int] | None = [] if answers == "generated" else None
+            ranks[k] = await _send(client, url, r, prompt, t0, split, answer)
             done = r.token_times[-1] if r.token_times else time.monotonic() - t0
             nxt = work.on_done(r, done)
+            if nxt:
+                _, turn = work.turn_of(r.id)
+                s = work.sessions[i]
+                prompt = (
+                    next_prompt(prompt, answer, tokens[i], s.turns, turn)
+                    if answer is not None
+                    else tokens[i][: nxt[0].prompt_len]
+                )
             r = nxt[0] if nxt else None
 
-    async with _client() as client:
-        await asyncio.gather(*(session(r, client) for r in work.initial()))
+    async with client or _client() as c:
+        await asyncio.gather(*(session(r, c) for r in work.initial()))
     end = max((t for r in sent for t in r.token_times[-1:]), default=0.0)
     return SessionsRun(sent, Replayed(ranks, Counter(x for x in ranks if x is not None), end, t0, split))
 

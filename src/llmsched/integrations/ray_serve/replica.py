@@ -155,7 +155,8 @@ class LLMReplica:
         extra: dict[str, Any] | None = None,
         detokenize: bool = True,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Stream {"text", "tokens", "finish_reason", "rank"} deltas; the last one has a finish_reason. The first
+        """Stream {"text", "tokens", "token_ids", "finish_reason", "rank"} deltas (the tokens generated since the last
+        one: their count and ids); the last one has a finish_reason. The first
         delta with tokens also has "times" (host `time.monotonic()`, one clock for every process on this host):
         "arrived" and "first_token" here, and from vLLM's request stats (when the engine logs stats, its default)
         "queued" (in the engine core's scheduler), "scheduled" (first step) and "engine_first_token" (the end of
@@ -182,6 +183,7 @@ class LLMReplica:
                 delta = {
                     "text": o.text if o is not None else "",
                     "tokens": len(o.token_ids) if o is not None else 0,
+                    "token_ids": list(o.token_ids) if o is not None else [],
                     "finish_reason": (o.finish_reason if o is not None else "stop") if out.finished else None,
                     "rank": self.rank,
                 }
