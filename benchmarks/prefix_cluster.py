@@ -1,6 +1,11 @@
 """Prefix caching on a simulated cluster: the Mooncake conversation trace on 4 and 8 replicas of Llama-3.1-8B (128k
 context) on H100 80GB, round-robin and a load router against the routers that see the cache, prefix caching off and
 on, and SLAI's waiting-queue keys (whole prompt, uncached part, longest prefix first) behind the best router.
+With `--offload GIB,...` the routers also run with a CPU KV tier of that many GiB per replica under the prefix cache
+(vLLM's --kv-offloading-size, native backend); their rows split the hit rate by tier (device, host) and the targets
+are computed per size, on the combined hit rate. The sizes a real node has: a DGX H100's 2 TB of host memory shared
+by its 8 GPUs is 256 GiB per GPU; 64 GiB is a quarter of that, what a node that keeps most of its memory for other
+work (or a smaller cloud VM share) leaves.
 
 Prints JSON with one row per run. Each row has median and p99 TTFT, TPOT, the prefix-cache hit rate (tokens and
 blocks), completed requests, and whether the queue stayed bounded. It also has the run's seconds on one core
@@ -12,7 +17,8 @@ cluster's KV pools together, fed each prompt whole at its arrival. It estimates 
 targets' ratios.
 
     python benchmarks/prefix_cluster.py [--trace ../shared/traces/mooncake_conversation.jsonl] [--rate 1.0]
-        [--replicas 4,8] [--policy slai] [--routers R,...] [--off R,...] [--no-keys] [--workers 2]
+        [--replicas 4,8] [--policy slai] [--routers R,...] [--off R,...] [--no-keys] [--offload GIB,...]
+        [--offload-only] [--workers 2]
         [--out benchmarks/results/prefix_cluster.json]
 """
 
@@ -95,26 +101,38 @@ def ceilings(requests: list[Request], pooled_tokens: list[int]) -> dict:
     return out
 
 
-def one(trace: str, rate: float, replicas: int, router: str, policy: str, caching: bool) -> dict:
+def one(
+    trace: str, rate: float, replicas: int, router: str, policy: str, caching: bool, offload: float | None = None
+) -> dict:
     requests = load_mooncake(trace, rate)
     spec = RunSpec(
-        policy=policy, model=MODEL, gpu=GPU, replicas=str(replicas), router=router, enable_prefix_caching=caching
+        policy=policy,
+        model=MODEL,
+        gpu=GPU,
+        replicas=str(replicas),
+        router=router,
+        enable_prefix_caching=caching,
+        kv_offloading_size=offload,
     )
     specs = replica_specs(spec)
     engines = [replica_engine(s) for s in specs]
-    cache = [e.total_blocks * e.block_size for e in engines]
-    r = make_router(router, [replica_tile(s).tokens_per_s for s in specs], 0, cache)
+    kv = [e.total_blocks * e.block_size for e in engines]
+    cache = [t + e.cfg.kv_offloading_blocks * e.block_size for t, e in zip(kv, engines, strict=True)]
+    r = make_router(router, [replica_tile(s).tokens_per_s for s in specs], 0, cache, kv)
     cpu, wall = time.process_time(), time.perf_counter()
     result = Cluster(engines, r).run(requests)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     s = summarize(result, [])
     keys = ("completed", "median_ttft_ms", "p99_ttft_ms", "mean_ttft_ms", "median_tpot_ms", "preemptions")
     keys += ("prefix_cache_hit_rate", "prefix_cache_block_hit_rate", "num_batches")
+    if offload is not None:
+        keys += ("prefix_cache_hit_rate_by_source", "combined_prefix_cache_hit_rate", "external_prefix_cache_hit_rate")
     row = {
         "replicas": replicas,
         "router": router,
         "policy": policy,
         "prefix_caching": caching,
+        **({"kv_offloading_size_gib": offload} if offload is not None else {}),
         "rate": rate,
         **{k: s.get(k) for k in keys},
         "stable": queue_growth(result).stable,
@@ -135,38 +153,72 @@ def main() -> None:
     ap.add_argument("--routers", default=",".join(ROUTERS), help="Routers run with prefix caching on.")
     ap.add_argument("--off", default="round-robin,cache-aware", help="Routers also run with it off ('' for none).")
     ap.add_argument("--keys", action=argparse.BooleanOptionalAction, default=True, help="The SLAI keys' runs.")
+    ap.add_argument("--offload", default="", help="CPU KV tier sizes (GiB per replica) the routers also run with.")
+    ap.add_argument("--offload-only", action="store_true", help="Only round-robin and the prefix routers, offloading.")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     counts = [int(n) for n in args.replicas.split(",")]
+    sizes = [float(g) for g in args.offload.split(",") if g]
+    routers = args.routers.split(",")
     jobs = []
     for n in counts:
-        jobs += [(args.trace, args.rate, n, rt, args.policy, True) for rt in args.routers.split(",")]
-        jobs += [(args.trace, args.rate, n, rt, args.policy, False) for rt in args.off.split(",") if rt]
+        if not args.offload_only:
+            jobs += [(args.trace, args.rate, n, rt, args.policy, True) for rt in routers]
+            jobs += [(args.trace, args.rate, n, rt, args.policy, False) for rt in args.off.split(",") if rt]
+        for g in sizes:
+            jobs += [(args.trace, args.rate, n, rt, args.policy, True, g) for rt in routers]
+    tiers: list[float | None] = ([] if args.offload_only else [None]) + sizes  # CPU tier per run group
     with Executor("process", args.workers) as ex:
         rows = ex.map(one, jobs)
         best = {}
         for n in counts:
-            on = [x for x in rows if x["replicas"] == n and x["prefix_caching"] and x["router"] in PREFIX_ROUTERS]
-            best[n] = min(on, key=lambda x: x["median_ttft_ms"])["router"]
-        if args.keys:
-            keyed = [(args.trace, args.rate, counts[0], best[counts[0]], k, True) for k in KEYS if k != args.policy]
+            for g in tiers:
+                on = [
+                    x
+                    for x in rows
+                    if x["replicas"] == n
+                    and x["prefix_caching"]
+                    and x.get("kv_offloading_size_gib") == g
+                    and x["router"] in PREFIX_ROUTERS
+                ]
+                best[n, g] = min(on, key=lambda x: x["median_ttft_ms"])["router"]
+        if args.keys and not args.offload_only:
+            first = counts[0]
+            keyed = [(args.trace, args.rate, first, best[first, None], k, True) for k in KEYS if k != args.policy]
             rows += ex.map(one, keyed)
     requests = load_mooncake(args.trace, args.rate)
     kv_tokens = replica_engine(RunSpec(model=MODEL, gpu=GPU)).total_blocks * BLOCK
     ceiling = ceilings(requests, [n * kv_tokens for n in counts])
     targets = {}
     for n in counts:
-        rr = next(x for x in rows if x["replicas"] == n and x["router"] == "round-robin" and x["prefix_caching"])
-        b = next(x for x in rows if x["replicas"] == n and x["router"] == best[n] and x["policy"] == args.policy)
-        targets[n] = {
-            "best_router": best[n],
-            "round_robin_stable": rr["stable"],
-            "median_ttft_vs_round_robin": b["median_ttft_ms"] / rr["median_ttft_ms"],
-            "p99_ttft_vs_round_robin": b["p99_ttft_ms"] / rr["p99_ttft_ms"],
-            "hit_rate_points_below_unbounded": 100 * (ceiling["unbounded"] - b["prefix_cache_hit_rate"]),
-            "hit_rate_of_pooled_lru": b["prefix_cache_hit_rate"] / ceiling[f"pooled_lru_{n * kv_tokens}_tokens"],
-        }
+        for g in tiers:
+
+            def of(router: str, n: int = n, g: float | None = g) -> dict:
+                return next(
+                    x
+                    for x in rows
+                    if x["replicas"] == n
+                    and x["router"] == router
+                    and x["prefix_caching"]
+                    and x["policy"] == args.policy
+                    and x.get("kv_offloading_size_gib") == g
+                )
+
+            rr, b = of("round-robin"), of(best[n, g])
+            hit = b["prefix_cache_hit_rate"] if g is None else b["combined_prefix_cache_hit_rate"]
+            row = {
+                "best_router": best[n, g],
+                "round_robin_stable": rr["stable"],
+                "median_ttft_vs_round_robin": b["median_ttft_ms"] / rr["median_ttft_ms"],
+                "p99_ttft_vs_round_robin": b["p99_ttft_ms"] / rr["p99_ttft_ms"],
+                "hit_rate_points_below_unbounded": 100 * (ceiling["unbounded"] - hit),
+            }
+            if g is None:
+                row["hit_rate_of_pooled_lru"] = hit / ceiling[f"pooled_lru_{n * kv_tokens}_tokens"]
+                targets[str(n)] = row
+            else:
+                targets[f"{n} replicas, {g:g} GiB CPU tier each"] = row
     out = {"trace": args.trace, "kv_tokens_per_replica": kv_tokens, "ceilings": ceiling, "targets": targets}
     out["runs"] = rows
     text = json.dumps(out, indent=2)

@@ -405,6 +405,15 @@ def workload_options(f: Callable) -> Callable:
             help="Reuse cached prompt blocks across requests (vLLM's enable_prefix_caching); hits need a workload "
             "with prefix ids.",
         ),
+        click.option(
+            "--kv-offloading-size",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            metavar="GIB",
+            help="With --prefix-caching: a CPU KV tier of this many GiB of host memory per replica, as vLLM's "
+            "--kv-offloading-size (native backend): blocks stored as computed, evicted LRU, hits loaded over the "
+            "host link.",
+        ),
         click.option("--seed", type=SEED, default=42, show_default=True),
     ]
     for opt in reversed(opts):
@@ -449,4 +458,5 @@ def spec_from(policy: str, qps: float, o: dict[str, Any], **policy_options: Any)
         replicas=o["replicas"],
         router=o["router"] or RunSpec.router,
         enable_prefix_caching=o["prefix_caching"],
+        kv_offloading_size=o["kv_offloading_size"],
     )

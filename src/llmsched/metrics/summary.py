@@ -9,6 +9,13 @@ With prefix caching, vLLM's counters (its PrefixCacheStats, Prometheus `vllm:pre
 `prefix_cache_hits`, those served from the cache; re-admissions after a preemption are left out, as vLLM counts them
 apart. Their ratio is `prefix_cache_hit_rate`; the same in blocks (`prefix_cache_query_blocks`: the blocks each
 prompt spans; `prefix_cache_hit_blocks`), with `prefix_cache_block_hit_rate`.
+
+With a CPU tier (`--kv-offloading-size`) those count the GPU's hits, and vLLM's connector counters
+(`vllm:external_prefix_cache_queries`, `vllm:external_prefix_cache_hits`) count the rest: the prompt tokens past each
+request's GPU hit at its first admission, and those loaded from the CPU tier, with `external_prefix_cache_hit_rate`.
+`prompt_tokens_cached_by_source` splits the hits by tier as vLLM's `vllm:prompt_tokens_cached_by_source` does
+(`device`, `host`); `prefix_cache_hit_rate_by_source` is each over `prefix_cache_queries`, and
+`combined_prefix_cache_hit_rate` their sum.
 """
 
 from __future__ import annotations
@@ -47,6 +54,28 @@ def prefix_cache_stats(reqs: list[Request], block_size: int) -> dict:
         "prefix_cache_query_blocks": query_blocks,
         "prefix_cache_hit_blocks": hits // block_size,
         "prefix_cache_block_hit_rate": hits // block_size / query_blocks if query_blocks else None,
+        **(
+            _offload_stats(admitted, queries, hits)
+            if any(r.external_cached_tokens is not None for r in admitted)
+            else {}
+        ),
+    }
+
+
+def _offload_stats(admitted: list[Request], queries: int, hits: int) -> dict:
+    loaded = [r for r in admitted if r.external_cached_tokens is not None]
+    ext_queries = sum(r.prompt_len - r.cached_tokens for r in loaded)  # type: ignore[operator]
+    host = sum(r.external_cached_tokens for r in loaded)  # type: ignore[misc]
+    return {
+        "external_prefix_cache_queries": ext_queries,
+        "external_prefix_cache_hits": host,
+        "external_prefix_cache_hit_rate": host / ext_queries if ext_queries else None,
+        "prompt_tokens_cached_by_source": {"device": hits, "host": host},
+        "prefix_cache_hit_rate_by_source": {
+            "device": hits / queries if queries else None,
+            "host": host / queries if queries else None,
+        },
+        "combined_prefix_cache_hit_rate": (hits + host) / queries if queries else None,
     }
 
 

@@ -15,24 +15,38 @@ from llmsched.perf.specs import GIB, GPUSpec, ModelSpec
 NVLINK_LATENCY_S = 6e-6  # one small all-reduce over NVLink/NVSwitch with CUDA graphs (NVIDIA/nccl#1259, 2x H100)
 PCIE_LATENCY_S = 15e-6  # over PCIe through the host bridge: an estimate, about 2.5x NVLink's
 PCIE4_X16 = 31.5e9  # PCIe Gen4 x16 per direction: 16 GT/s x 16 lanes x 128/130
+# PCIe Gen5 x16 per direction: 32 GT/s x 16 lanes x 128/130 (PCI-SIG PCIe 5.0, 2019; H100 SXM datasheet, 2023:
+# "PCIe Gen5 128 GB/s", both directions). `host_bw` below is this spec-sheet rate of each GPU's host link: an
+# estimate of what loads a CPU KV tier's blocks (pinned host-to-device copies reach less of it in practice).
+PCIE5_X16 = 63.0e9
 GPUS: dict[str, GPUSpec] = {
     # RTX 6000 Ada: 364.2 TFLOP/s dense fp16 tensor (1457 FP8 sparse / 4), 960 GB/s GDDR6, 49,140 MiB; PCIe Gen4.
-    "rtx6000ada": GPUSpec("rtx6000ada", 364.2e12, 960e9, 49140 * 1024**2, "PCIe Gen4 x16", PCIE4_X16, PCIE_LATENCY_S),
+    "rtx6000ada": GPUSpec(
+        "rtx6000ada", 364.2e12, 960e9, 49140 * 1024**2, "PCIe Gen4 x16", PCIE4_X16, PCIE_LATENCY_S, host_bw=PCIE4_X16
+    ),
     # A100 SXM 80GB: 312 TFLOP/s bf16 dense, 2,039 GB/s HBM2e, 80 GiB; NVLink 3, 600 GB/s both directions.
-    "a100-80gb": GPUSpec("a100-80gb", 312e12, 2039e9, 80 * GIB, "NVLink 3", 300e9, NVLINK_LATENCY_S),
+    "a100-80gb": GPUSpec("a100-80gb", 312e12, 2039e9, 80 * GIB, "NVLink 3", 300e9, NVLINK_LATENCY_S, host_bw=PCIE4_X16),
     # H100 SXM 80GB: 989.4 TFLOP/s bf16 dense, 3.35 TB/s HBM3; 81,559 MiB usable; NVLink 4, 900 GB/s both directions.
-    "h100-80gb": GPUSpec("h100-80gb", 989.4e12, 3.35e12, 81559 * 1024**2, "NVLink 4", 450e9, NVLINK_LATENCY_S),
+    "h100-80gb": GPUSpec(
+        "h100-80gb", 989.4e12, 3.35e12, 81559 * 1024**2, "NVLink 4", 450e9, NVLINK_LATENCY_S, host_bw=PCIE5_X16
+    ),
     # H200 SXM 141GB: the H100's 989.4 TFLOP/s, 4.8 TB/s HBM3e, 143,771 MiB as nvidia-smi reports; NVLink 4.
-    "h200": GPUSpec("h200", 989.4e12, 4.8e12, 143771 * 1024**2, "NVLink 4", 450e9, NVLINK_LATENCY_S),
+    "h200": GPUSpec("h200", 989.4e12, 4.8e12, 143771 * 1024**2, "NVLink 4", 450e9, NVLINK_LATENCY_S, host_bw=PCIE5_X16),
     # L40S: 362.05 TFLOP/s bf16 dense (733 with sparsity), 864 GB/s GDDR6, 48 GB (46,068 MiB with ECC on); PCIe
     # Gen4, no NVLink.
-    "l40s": GPUSpec("l40s", 362.05e12, 864e9, 46068 * 1024**2, "PCIe Gen4 x16", PCIE4_X16, PCIE_LATENCY_S),
+    "l40s": GPUSpec(
+        "l40s", 362.05e12, 864e9, 46068 * 1024**2, "PCIe Gen4 x16", PCIE4_X16, PCIE_LATENCY_S, host_bw=PCIE4_X16
+    ),
     # A10G (AWS G5): 70 TFLOP/s fp16 tensor dense (AWS's variant of the A10, whose sheet says 125), 600 GB/s
     # GDDR6, 24 GB (23,028 MiB usable); PCIe Gen4.
-    "a10g": GPUSpec("a10g", 70e12, 600e9, 23028 * 1024**2, "PCIe Gen4 x16", PCIE4_X16, PCIE_LATENCY_S),
+    "a10g": GPUSpec(
+        "a10g", 70e12, 600e9, 23028 * 1024**2, "PCIe Gen4 x16", PCIE4_X16, PCIE_LATENCY_S, host_bw=PCIE4_X16
+    ),
     # MI300X: 1,307.4 TFLOP/s bf16 dense, 5.3 TB/s HBM3, 192 GB; Infinity Fabric, 7 links of 64 GB/s per direction
     # to the 7 peers of an 8-GPU node (896 GB/s aggregate, both directions).
-    "mi300x": GPUSpec("mi300x", 1307.4e12, 5.3e12, 192 * GIB, "Infinity Fabric", 448e9, 10e-6, link_peers=7),
+    "mi300x": GPUSpec(
+        "mi300x", 1307.4e12, 5.3e12, 192 * GIB, "Infinity Fabric", 448e9, 10e-6, link_peers=7, host_bw=PCIE5_X16
+    ),
 }
 
 

@@ -21,6 +21,8 @@ class GPUSpec:
     link_bw: float = 0.0
     link_latency_s: float = 0.0
     link_peers: int = 0
+    # Host-to-device bytes/s per direction (the GPU's PCIe link to host memory): what loads a CPU KV tier's blocks.
+    host_bw: float = 0.0
 
     def link_bw_at(self, tp: int) -> float:
         """Per-direction bandwidth a TP group of `tp` GPUs reaches per GPU."""

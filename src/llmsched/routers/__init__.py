@@ -32,13 +32,18 @@ def check_router(name: str) -> None:
 
 
 def make_router(
-    name: str, capacities: Sequence[float], seed: int = 0, cache_tokens: Sequence[int] | None = None
+    name: str,
+    capacities: Sequence[float],
+    seed: int = 0,
+    cache_tokens: Sequence[int] | None = None,
+    kv_tokens: Sequence[int] | None = None,
 ) -> Router:
-    """`cache_tokens`: each replica's KV size in tokens, which bounds a prefix router's picture of its cache."""
+    """`cache_tokens`: each replica's prefix-cache size in tokens (GPU KV, plus a CPU tier's), which bounds a prefix
+    router's picture of its cache; `kv_tokens`: its GPU KV in tokens (default: `cache_tokens`)."""
     check_router(name)
     cls = ROUTERS[name]
     if issubclass(cls, PrefixRouter):
-        return cls(capacities, seed, cache_tokens)
+        return cls(capacities, seed, cache_tokens, kv_tokens)
     return cls(capacities, seed)
 
 

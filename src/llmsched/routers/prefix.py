@@ -22,6 +22,9 @@ routes the simulated cluster and a serving adapter. A prompt is recorded where i
   is booked tokens / the replica's KV tokens.
 
 Without a known KV size a replica's picture holds llm-d's default, lruCapacityPerServer 31,250 blocks of 16 tokens.
+With a CPU KV tier under each replica's prefix cache (vLLM's --kv-offloading-size), a prompt the replica evicted from
+its GPU is still served from host memory, so the picture is sized by GPU + CPU capacity (`cache_tokens`), still from
+what the router sent and nothing from the engine; prefix-score's KV use stays over the GPU's tokens (`kv_tokens`).
 """
 
 from __future__ import annotations
@@ -67,12 +70,20 @@ class PrefixIndex:
 class PrefixRouter(Router):
     """Base of the routers here: `pick` sees, per replica, the prompt tokens its picture says are cached there."""
 
-    def __init__(self, capacities: Sequence[float], seed: int = 0, cache_tokens: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        capacities: Sequence[float],
+        seed: int = 0,
+        cache_tokens: Sequence[int] | None = None,
+        kv_tokens: Sequence[int] | None = None,
+    ) -> None:
         super().__init__(capacities, seed)
         tokens = cache_tokens if cache_tokens is not None else [DEFAULT_CACHE_TOKENS] * len(self.loads)
-        if len(tokens) != len(self.loads):
+        if len(tokens) != len(self.loads) or (kv_tokens is not None and len(kv_tokens) != len(self.loads)):
             raise ValueError("one cache size per replica")
         self.indexes = [PrefixIndex(int(t)) for t in tokens]
+        # the replicas' GPU KV in tokens (their cache pictures' sizes less any CPU tier)
+        self.kv_tokens = [int(t) for t in kv_tokens] if kv_tokens is not None else [idx.tokens for idx in self.indexes]
 
     def pick(self, prompt_tokens: int, decode_tokens: int, matched: list[int]) -> int:
         raise NotImplementedError
@@ -113,9 +124,10 @@ class PrefixAffinity(PrefixRouter):
         capacities: Sequence[float],
         seed: int = 0,
         cache_tokens: Sequence[int] | None = None,
+        kv_tokens: Sequence[int] | None = None,
         match_rate_threshold: float = 0.1,
     ) -> None:
-        super().__init__(capacities, seed, cache_tokens)
+        super().__init__(capacities, seed, cache_tokens, kv_tokens)
         self.match_rate_threshold = match_rate_threshold
 
     def pick(self, prompt_tokens: int, decode_tokens: int, matched: list[int]) -> int:
@@ -133,11 +145,12 @@ class CacheAware(PrefixRouter):
         capacities: Sequence[float],
         seed: int = 0,
         cache_tokens: Sequence[int] | None = None,
+        kv_tokens: Sequence[int] | None = None,
         cache_threshold: float = 0.3,
         balance_abs_threshold: int = 64,
         balance_rel_threshold: float = 1.5,
     ) -> None:
-        super().__init__(capacities, seed, cache_tokens)
+        super().__init__(capacities, seed, cache_tokens, kv_tokens)
         self.cache_threshold = cache_threshold
         self.balance_abs_threshold = balance_abs_threshold
         self.balance_rel_threshold = balance_rel_threshold
@@ -162,13 +175,13 @@ class PrefixScore(PrefixRouter):
         capacities: Sequence[float],
         seed: int = 0,
         cache_tokens: Sequence[int] | None = None,
+        kv_tokens: Sequence[int] | None = None,
         weights: tuple[float, float, float] = (3.0, 2.0, 2.0),  # prefix, queue, kv
         max_prefix_tokens: int = 256 * 16,
     ) -> None:
-        super().__init__(capacities, seed, cache_tokens)
+        super().__init__(capacities, seed, cache_tokens, kv_tokens)
         self.weights = weights
         self.max_prefix_tokens = max_prefix_tokens
-        self.kv_tokens = [idx.tokens for idx in self.indexes]
 
     def pick(self, prompt_tokens: int, decode_tokens: int, matched: list[int]) -> int:
         wp, wq, wk = self.weights

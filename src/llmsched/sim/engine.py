@@ -10,10 +10,18 @@ With prefix caching (`enable_prefix_caching`, `kv_cache.PrefixCache`) an admitte
 prefix of its prompt (every admission of the batch holds its hit before any allocates, so one admission cannot evict
 another's hit) and prefills only the rest: its first chunk's context is the cached tokens, which the batch-time model
 charges as attention context. Full prompt blocks are cached as chunks complete.
+
+With a CPU tier under it (`kv_offloading_blocks`, `sim.offload`: vLLM's `--kv-offloading-size`), an admission whose
+GPU hit is followed by blocks the tier holds loads them over the host link instead of prefilling them, as vLLM's
+OffloadingConnector does: the request takes GPU blocks for them and waits, out of the batch, while other requests
+run (vLLM's WAITING_FOR_REMOTE_KVS); its loads queue on the replica's one host link (`load_s_per_block` each). The
+first batch that starts once its load is done sees it waiting again, at the queue's head, its prompt now cached on
+the GPU up to the end of the load. Nothing is charged to the batches for the load.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +35,7 @@ from llmsched.policies.request_queue import WaitQueue
 from llmsched.records import BatchLog, RunResult
 from llmsched.sim.arrivals import Arrivals
 from llmsched.sim.kv_cache import PrefixCache
+from llmsched.sim.offload import OffloadingCache
 from llmsched.workload.request import FINISHED, REJECTED, RUNNING, UNFINISHED, WAITING, Request
 from llmsched.workload.source import Workload
 
@@ -44,6 +53,8 @@ class EngineConfig:
     # calibrated models already include the measured engine's fixed per-batch cost; use this for what-ifs.
     batch_overhead_s: float = 0.0
     enable_prefix_caching: bool = False  # reuse cached prompt blocks across requests (vLLM's automatic prefix caching)
+    kv_offloading_blocks: int = 0  # with prefix caching: a CPU tier of this many blocks (vLLM's --kv-offloading-size)
+    load_s_per_block: float = 0.0  # seconds to load one block from the CPU tier over the host link
 
 
 class SimEngine:
@@ -70,6 +81,12 @@ class SimEngine:
         self.on_done: Callable[[Request, float], None] | None = None  # called when a request leaves
         self.enable_prefix_caching = cfg.enable_prefix_caching
         self.kv = PrefixCache(cfg.num_blocks, cfg.block_size) if cfg.enable_prefix_caching else None
+        self._offload = cfg.enable_prefix_caching and cfg.kv_offloading_blocks > 0
+        if self._offload:
+            self.kv = OffloadingCache(cfg.num_blocks, cfg.block_size, cfg.kv_offloading_blocks)
+        self._loading: list[tuple[float, int, Request]] = []  # (load done, id, request), a heap
+        self._link_free = 0.0  # when the host link has finished the loads queued on it
+        self._idle_from: float | None = None  # idle until a load is done: the clock an arrival may take back
         self._repeats = getattr(policy, "repeats", None)
         self._holds = getattr(policy, "holds", None)
         floor = getattr(perf, "min_batch_time", None)
@@ -91,6 +108,11 @@ class SimEngine:
             return self.queue.by(lambda r: key(r, 0))
         hit, bs = self.kv.hit_blocks, self.block_size
         return sorted(self.queue.fcfs, key=lambda r: (*key(r, hit(r) * bs), r.id))
+
+    @property
+    def loading(self) -> list[Request]:
+        """Admitted requests waiting for their CPU tier loads (out of the queue and the batch)."""
+        return [x[2] for x in self._loading]
 
     def prefix_hit(self, r: Request) -> PrefixHit:
         return NO_HIT if self.kv is None else self.kv.hit(r)
@@ -174,6 +196,9 @@ class SimEngine:
         if self._stalled:
             self.now = max(self.now, r.arrival)
             self._stalled = False
+        elif self._idle_from is not None:  # idle until a load is done: the arrival comes first
+            self.now = max(self._idle_from, r.arrival)
+            self._idle_from = None
         self.queue.append(r)
 
     def advance(self, until: float) -> None:
@@ -183,7 +208,13 @@ class SimEngine:
             if limit is not None and self.now >= limit:
                 self._stopped = True
                 return
+            if self._loading and self._loading[0][0] <= self.now:
+                self._loaded()
             if not self.queue.fcfs and not self.running:
+                if self._loading:
+                    if self._idle(until):
+                        continue
+                    return
                 self._stalled = True  # idle until the next arrival
                 return
             if self.now >= until:
@@ -195,15 +226,21 @@ class SimEngine:
             if not plan.prefills and not plan.decodes:
                 if plan.reject or plan.preempt:
                     continue
+                if self._loading:
+                    if self._idle(until):
+                        continue
+                    return
                 self._stalled = True  # nothing can run until the next arrival (or ever, if none comes)
                 return
+            self._idle_from = None
             self.now = self._run_batch(plan, self.now)
-            # A stretch may start only before `until` (`_repeat` would run nothing): skip building it.
-            while self.running and self.now < until:
+            # A stretch runs batches the policy did not plan: none may start once a load is done.
+            stop = until if not self._loading else min(until, self._loading[0][0])
+            while self.running and self.now < stop:
                 if self._repeats is not None and self._repeats(self):
-                    t = self._repeat(until)
+                    t = self._repeat(stop)
                 elif self._holds is not None and (held := self._holds(self)) is not None:
-                    t = self._hold(until, *held)
+                    t = self._hold(stop, *held)
                 else:
                     break
                 if t == self.now:
@@ -221,6 +258,10 @@ class SimEngine:
             admitted = [r for r, _ in plan.prefills if r.state == WAITING]
             for r in admitted:
                 self._reuse(r, kv)
+            if self._offload and admitted and self._start_loads(plan, admitted, start):
+                admitted = [r for r, _ in plan.prefills if r.state == WAITING]
+                if not plan.prefills and not plan.decodes:
+                    return start  # every admission waits for its load: no batch
             for r in admitted:
                 self._admit(r)
         chunks, prefill_tokens = [], 0
@@ -656,6 +697,55 @@ class SimEngine:
         if r.cached_tokens is None:
             r.cached_tokens = hit
         self.free_blocks = kv.free
+
+    def _start_loads(self, plan: Plan, admitted: list[Request], start: float) -> bool:
+        """Admissions whose GPU hit the CPU tier continues: each takes blocks for the rest of the hit and waits for
+        its load, out of this batch (its prefill planned here is dropped). Returns whether any did."""
+        kv = self.kv
+        assert isinstance(kv, OffloadingCache)
+        bs, started = self.block_size, set()
+        for r in admitted:
+            gpu = r.blocks
+            c = kv.cpu_hit(r, gpu)
+            if r.external_cached_tokens is None:
+                r.external_cached_tokens = c * bs  # counted at the first admission, as vLLM's connector stats are
+            if not c:
+                continue
+            kv.load(r, c)
+            self.free_blocks = kv.free
+            r.prefilled = r.computed
+            self.queue.remove(r)
+            begin = max(start, self._link_free)
+            self._link_free = ready = begin + c * self.cfg.load_s_per_block
+            heapq.heappush(self._loading, (ready, r.id, r))
+            started.add(r.id)
+        if started:
+            plan.prefills = [(r, k) for r, k in plan.prefills if r.id not in started]
+        return bool(started)
+
+    def _loaded(self) -> None:
+        """Loads done by now: their requests wait again at the queue's head, their loaded blocks cached on the GPU
+        (freed, as vLLM frees a waiting request's blocks: the next admission reuses them as its GPU hit)."""
+        done = []
+        while self._loading and self._loading[0][0] <= self.now:
+            done.append(heapq.heappop(self._loading)[2])
+        kv = self.kv
+        assert kv is not None
+        for r in reversed(done):
+            kv.release(r)
+            r.blocks = 0
+            r.prefilled = r.computed = 0
+            self.queue.push_front(r)
+        self.free_blocks = kv.free
+
+    def _idle(self, until: float) -> bool:
+        """Nothing can run before the next load is done: idle to it if it is done before `until` (returns True),
+        else stop at it, the clock an arrival before it takes back (`add`)."""
+        if self._idle_from is None:
+            self._idle_from = self.now
+        ready = self._loading[0][0]
+        self.now = max(self.now, ready)
+        return ready < until
 
     def _admit(self, r: Request) -> None:
         need = (self._reserve or blocks_for(r.num_prompt, self.block_size)) - r.blocks

@@ -46,8 +46,10 @@ def run(spec: RunSpec, rows: list[TraceRow] | None = None) -> tuple[RunResult, d
         result = replica_engine(spec).run(requests)
     else:
         engines = [replica_engine(s) for s in specs]
-        cache = [e.total_blocks * e.block_size for e in engines]
-        router = make_router(spec.router, [replica_tile(s).tokens_per_s for s in specs], spec.workload.seed, cache)
+        kv = [e.total_blocks * e.block_size for e in engines]
+        cache = [t + e.cfg.kv_offloading_blocks * e.block_size for t, e in zip(kv, engines, strict=True)]
+        capacities = [replica_tile(s).tokens_per_s for s in specs]
+        router = make_router(spec.router, capacities, spec.workload.seed, cache, kv)
         result = Cluster(engines, router).run(requests)
     summary = summarize(result, tiers, spec.ttft_slo)
     # A replayed trace runs at its own rate (times --rate-scale), not at --qps.

@@ -10,6 +10,7 @@ from llmsched.errors import UserError
 from llmsched.perf import GPUS, get_gpu, get_model, kv_blocks
 from llmsched.perf.base import PerfModel
 from llmsched.perf.roofline import efficiency_for, estimated_model
+from llmsched.perf.specs import GIB
 from llmsched.policies import make_policy, policy_defaults
 from llmsched.routers import check_router
 from llmsched.sim.engine import EngineConfig
@@ -40,6 +41,7 @@ class RunSpec:
     replicas: str | None = None  # "4" or "rtx6000ada:2,a100-80gb:2"; None: one replica on `gpu`
     router: str = "round-robin"  # see llmsched.routers.ROUTERS
     enable_prefix_caching: bool = False  # vLLM's automatic prefix caching (hits need a workload with prefix ids)
+    kv_offloading_size: float | None = None  # GiB of host memory per replica for a CPU KV tier (vLLM's native one)
 
     def at_qps(self, qps: float) -> RunSpec:
         return replace(self, workload=replace(self.workload, qps=qps))
@@ -78,6 +80,11 @@ def validate(spec: RunSpec) -> None:
         raise UserError(f"--qps is {spec.workload.qps}, expected a positive number of requests per second")
     check_rate_scale(spec.workload, arrival)
     check_router(spec.router)
+    if spec.kv_offloading_size is not None:
+        if not spec.kv_offloading_size > 0:
+            raise UserError(f"--kv-offloading-size is {spec.kv_offloading_size:g}, expected positive GiB")
+        if not spec.enable_prefix_caching:
+            raise UserError("--kv-offloading-size needs --prefix-caching (the CPU tier holds prefix-cached blocks)")
     for replica in replica_specs(spec):
         engine_config(replica)  # the model fits on each replica's GPUs
 
@@ -163,7 +170,25 @@ def engine_config(spec: RunSpec) -> EngineConfig:
         time_limit=spec.time_limit,
         batch_overhead_s=spec.batch_overhead_s,
         enable_prefix_caching=spec.enable_prefix_caching,
+        **offload_config(spec),
     )
+
+
+def offload_config(spec: RunSpec) -> dict:
+    """The CPU tier's blocks and a block's load time, as vLLM sizes the tier: --kv-offloading-size GiB (summed over
+    the replica's tensor-parallel ranks) over the full model's KV bytes per block; each rank loads its shard over its
+    own host link (the GPU's `host_bw`)."""
+    if spec.kv_offloading_size is None:
+        return {}
+    model, gpu = get_model(spec.model), get_gpu(spec.gpu)
+    block_bytes = spec.block_size * model.kv_bytes_per_token
+    if not gpu.host_bw > 0:
+        raise UserError(f"--kv-offloading-size: GPU {gpu.name} has no host link bandwidth in the catalog")
+    blocks = int(spec.kv_offloading_size * GIB // block_bytes)
+    if blocks < 1:
+        raise UserError(f"--kv-offloading-size {spec.kv_offloading_size:g} GiB holds no KV block of {spec.model}")
+    shard = block_bytes / min(spec.tensor_parallel, model.kv_heads)
+    return {"kv_offloading_blocks": blocks, "load_s_per_block": shard / gpu.host_bw}
 
 
 def parse_replicas(text: str, default_gpu: str) -> list[str]:

@@ -36,6 +36,8 @@ class Request:
     reason: str = ""
     preemptions: int = 0
     cached_tokens: int | None = None  # prompt tokens served from the prefix cache at first admission (None: never)
+    # of the rest, those loaded from a CPU tier at first admission (None: no CPU tier, or never admitted)
+    external_cached_tokens: int | None = None
     token_times: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
