@@ -126,7 +126,8 @@ def test_cpu_hit_follows_the_gpu_hit_and_stops_at_a_gap():
 
 def test_off_by_default_and_sized_from_gib():
     assert engine_config(RunSpec(enable_prefix_caching=True)).kv_offloading_blocks == 0
-    cfg = engine_config(RunSpec(model="llama-3.1-8b", gpu="h100-80gb", enable_prefix_caching=True, kv_offloading_size=2))
+    spec = RunSpec(model="llama-3.1-8b", gpu="h100-80gb", enable_prefix_caching=True, kv_offloading_size=2)
+    cfg = engine_config(spec)
     assert cfg.kv_offloading_blocks == 2 * 2**30 // (16 * 131072)  # 128 KiB of KV per token
     assert cfg.load_s_per_block == pytest.approx(16 * 131072 / 63.0e9)  # PCIe Gen5 x16
 
